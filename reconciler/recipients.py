@@ -1,0 +1,58 @@
+"""Checks that a recipient is a public key sops can encrypt to, beyond the schema's pattern.
+
+An age recipient is bech32 with a checksum, so a typo in a pasted key is caught here, before a key is minted for a
+recipient nobody can decrypt for.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _polymod(values: list[int]) -> int:
+    generator = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    chk = 1
+    for value in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ value
+        for i in range(5):
+            chk ^= generator[i] if (top >> i) & 1 else 0
+    return chk
+
+
+def _bech32_ok(text: str) -> bool:
+    hrp, _, data = text.rpartition("1")
+    if not hrp or len(data) < 6 or any(c not in _CHARSET for c in data):
+        return False
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    return _polymod(expanded + [_CHARSET.index(c) for c in data]) == 1
+
+
+def recipient_problem(recipient: str) -> str | None:
+    """None when usable; else why not, phrased as a fix."""
+    if recipient.startswith("age1"):
+        if recipient != recipient.lower() or not _bech32_ok(recipient):
+            return "age recipient has a bad checksum (a typo or a truncated paste?); copy it again from age-keygen -y"
+        return None
+    kind, _, rest = recipient.partition(" ")
+    if kind in ("ssh-ed25519", "ssh-rsa"):
+        blob = rest.split(" ", 1)[0]
+        try:
+            raw = base64.b64decode(blob, validate=True)
+        except (binascii.Error, ValueError):
+            return "SSH public key is not valid base64; copy the whole line of your .pub file"
+        name_len = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+        if raw[4 : 4 + name_len].decode("ascii", "replace") != kind:
+            return f"SSH public key body does not match its type {kind}; copy the whole line of your .pub file"
+        return None
+    return "not an age or SSH public key; use the age1... line from age-keygen -y, or an ssh-ed25519 public key"
+
+
+def canonical(recipient: str) -> str:
+    """sops records an SSH recipient as 'type body', without the comment."""
+    if recipient.startswith("ssh-"):
+        return " ".join(recipient.split()[:2])
+    return recipient

@@ -1,0 +1,453 @@
+"""The roster: its dataclasses, and loading roster.yaml with every problem located by file, line and column.
+
+Loading reads the YAML node tree itself (not yaml.safe_load) so that it knows where each value stands, rejects
+duplicate keys that PyYAML would silently accept, and bounds what anchors and aliases can expand to.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import Problem, RosterError
+from .recipients import recipient_problem
+from .timeutil import parse_duration, parse_instant
+
+MAX_BYTES = 1024 * 1024
+MAX_NODES = 50_000
+LIMIT_FIELDS = ("max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests")
+RETIRING_SUFFIX = "--retiring"
+DEFAULT_DELIVERY_DIR = "keys"
+DEFAULT_EXPIRY_WARNING = "14d"
+
+Path_ = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    tpm_limit: int | None = None
+    rpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in LIMIT_FIELDS}
+
+
+@dataclass(frozen=True)
+class Developer:
+    name: str
+    recipient: str
+    models: tuple[str, ...]  # model and group names as written, defaults applied
+    limits: Limits
+    expires: datetime | None = None
+    rotate: datetime | None = None  # the developer's own, or defaults.rotate, whichever is later
+    disabled: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    alias: str
+    rotate_after: timedelta | None = None
+    grace: timedelta = timedelta(0)
+    expiry_warning: timedelta = timedelta(days=14)
+    delivery_dir: str = DEFAULT_DELIVERY_DIR
+    admin_recipients: tuple[str, ...] = ()
+    grant_model_aliases: bool = False
+    adopt_unmanaged: bool = False
+
+    def alias_for(self, name: str) -> str:
+        return self.alias.replace("{name}", name)
+
+    def retiring_alias_for(self, name: str) -> str:
+        return self.alias_for(name) + RETIRING_SUFFIX
+
+
+@dataclass(frozen=True)
+class Roster:
+    path: str
+    sha256: str
+    keys: KeysConfig
+    developers: tuple[Developer, ...]
+    model_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    proxy_url: str | None = None
+    proxy_headers: dict[str, str] = field(default_factory=dict)
+
+    def developer(self, name: str) -> Developer | None:
+        return next((d for d in self.developers if d.name == name), None)
+
+    def models_for(self, developer: Developer) -> tuple[str, ...]:
+        """Group names expanded; sorted and unique, as LiteLLM will be asked to store them."""
+        names: set[str] = set()
+        for ref in developer.models:
+            names.update(self.model_groups.get(ref, (ref,)))
+        return tuple(sorted(names))
+
+    def all_model_names(self) -> set[str]:
+        return {m for d in self.developers for m in self.models_for(d)}
+
+    @property
+    def delivery_path(self) -> Path:
+        return (Path(self.path).parent / self.keys.delivery_dir).resolve()
+
+
+# ---------------------------------------------------------------- YAML with locations
+
+
+class _Located:
+    """Where each value and each mapping key stands in the file, by path."""
+
+    def __init__(self) -> None:
+        self.values: dict[Path_, tuple[int, int]] = {(): (1, 1)}
+        self.keys: dict[Path_, tuple[int, int]] = {}
+
+    def of_value(self, path: Path_) -> tuple[int, int]:
+        while path not in self.values:
+            path = path[:-1]
+        return self.values[path]
+
+    def of_key(self, path: Path_) -> tuple[int, int]:
+        return self.keys.get(path) or self.of_value(path)
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _yaml_hint(problem: str) -> str:
+    if "'\\t'" in problem or "tab" in problem:
+        return "indent with spaces, not tabs"
+    if "mapping values are not allowed" in problem:
+        return "a value containing ': ' needs quotes, or the line above is mis-indented"
+    if "could not find expected ':'" in problem:
+        return "each field needs a ':' after its name"
+    if "found undefined alias" in problem:
+        return "define the anchor (&name) before using it (*name)"
+    return "fix the YAML syntax at this spot"
+
+
+class _Builder:
+    def __init__(self, filename: str, loader: yaml.SafeLoader):
+        self.filename, self.loader = filename, loader
+        self.located = _Located()
+        self.problems: list[Problem] = []
+        self.nodes = 0
+
+    def problem(self, where: tuple[int, int], field_: str, message: str) -> None:
+        self.problems.append(Problem(self.filename, where[0], where[1], field_, message))
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooBig(_mark(node))
+        self.located.values[path] = _mark(node)
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)  # resolves '<<' merge keys
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.build_key(key_node, path)
+                if key is None:
+                    continue
+                if key in result:
+                    first = self.located.keys[path + (key,)][0]
+                    self.problem(_mark(key_node), _field_name(path + (key,)),
+                                 f"duplicate key '{key}' (first at line {first}); remove one of them")
+                    continue
+                self.located.keys[path + (key,)] = _mark(key_node)
+                result[key] = self.build(value_node, path + (key,))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            return node.value  # keep the text; the schema and parse_instant judge it
+        return self.loader.construct_object(node)
+
+    def build_key(self, node: yaml.Node, path: Path_) -> str | None:
+        value = self.loader.construct_object(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value is None:
+            self.problem(_mark(node), _field_name(path), "a field name must be plain text; quote it")
+            return None
+        return str(value)
+
+
+class _TooBig(Exception):
+    def __init__(self, where: tuple[int, int]):
+        self.where = where
+
+
+def _read_text(path: Path) -> str:
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RosterError([Problem(name, 1, 1, "", "file not found; pass --roster PATH")]) from None
+    except OSError as exc:
+        raise RosterError([Problem(name, 1, 1, "", f"cannot read the file: {exc.strerror}")]) from None
+    if len(raw) > MAX_BYTES:
+        raise RosterError([Problem(name, 1, 1, "", f"file is {len(raw)} bytes, over the {MAX_BYTES}-byte limit; "
+                                                   "a roster this large is almost certainly not one")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RosterError([Problem(name, line, column, "",
+                                   f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8")]) from None
+
+
+def _parse(text: str, filename: str) -> tuple[Any, _Located, list[Problem]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            problem = exc.problem or exc.context or "invalid YAML"
+            raise RosterError([Problem(filename, line, col, "", f"YAML syntax error: {problem}; {_yaml_hint(problem)}")]) from None
+        except yaml.YAMLError as exc:
+            raise RosterError([Problem(filename, 1, 1, "", f"YAML error: {exc}")]) from None
+        if node is None:
+            raise RosterError([Problem(filename, 1, 1, "", "the file is empty; start from the example roster.yaml")])
+        builder = _Builder(filename, loader)
+        try:
+            data = builder.build(node, ())
+        except _TooBig as big:
+            raise RosterError([Problem(filename, big.where[0], big.where[1], "",
+                                       f"the document expands to more than {MAX_NODES} values "
+                                       "(anchors and aliases?); write it out plainly")]) from None
+        return data, builder.located, builder.problems
+    finally:
+        loader.dispose()
+
+
+# ---------------------------------------------------------------- schema and semantic checks
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("reconciler").joinpath("schema/roster.schema.json").read_text("utf-8"))
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
+def _field_name(path: Path_, data: Any = None) -> str:
+    out = ""
+    node = data
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                out += f" ({node['name']})"
+        else:
+            out += ("." if out else "") + str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _schema_problems(data: Any, located: _Located, filename: str) -> list[Problem]:
+    problems = []
+    for error in _validator().iter_errors(data):
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            for extra in sorted(set(error.instance) - set(allowed)):
+                close = difflib.get_close_matches(extra, allowed, n=1)
+                fix = f"did you mean '{close[0]}'?" if close else f"allowed here: {', '.join(allowed)}"
+                line, col = located.of_key(path + (extra,))
+                problems.append(Problem(filename, line, col, _field_name(path + (extra,), data),
+                                        f"unknown field; {fix}"))
+            continue
+        line, col = located.of_value(path)
+        if error.validator == "required":
+            missing = re.search(r"'([^']+)' is a required property", error.message)
+            name = missing.group(1) if missing else "?"
+            problems.append(Problem(filename, line, col, _field_name(path + (name,), data),
+                                    "missing; this field is required"))
+            continue
+        if error.validator == "propertyNames":
+            line, col = located.of_key(path + (error.instance,))
+        hint = error.schema.get("x-hint")
+        if error.validator == "type":
+            expected = error.validator_value
+            expected = " or ".join(expected) if isinstance(expected, list) else expected
+            message = f"{_short(error.instance)} is not of type {expected}"
+        elif error.validator == "uniqueItems":
+            message = "lists a value twice; remove the repeat"
+            hint = None
+        elif error.validator == "const":
+            message = f"{_short(error.instance)} is not supported"
+        else:
+            message = f"{_short(error.instance)} is not valid"
+        problems.append(Problem(filename, line, col, _field_name(path, data), f"{message}; {hint}" if hint else
+                                error.message if error.validator not in ("type", "uniqueItems") else message))
+    return problems
+
+
+def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(path: Path_, message: str, *, at_key: bool = False) -> None:
+        line, col = located.of_key(path) if at_key else located.of_value(path)
+        problems.append(Problem(filename, line, col, _field_name(path, data), message))
+
+    keys = data.get("keys") if isinstance(data.get("keys"), dict) else {}
+    alias = keys.get("alias")
+    if isinstance(alias, str):
+        placeholders = re.findall(r"\{[^}]*\}|[{}]", alias)
+        if placeholders.count("{name}") != 1 or len(placeholders) != 1:
+            add(("keys", "alias"), "the alias template must contain {name} exactly once and no other braces, "
+                                   "such as claude-code-{name}")
+        elif re.search(r"[\s\x00-\x1f]|\.\.", alias) or alias.endswith(RETIRING_SUFFIX):
+            add(("keys", "alias"), f"the alias may not contain spaces, control characters or '..', nor end in "
+                                   f"'{RETIRING_SUFFIX}'; use letters, digits, '-', '_' and '.'")
+    for i, recipient in enumerate(keys.get("admin_recipients") or []):
+        if isinstance(recipient, str) and (why := recipient_problem(recipient)):
+            add(("keys", "admin_recipients", i), why)
+    delivery = keys.get("delivery_dir")
+    if isinstance(delivery, str) and (Path(delivery).is_absolute() or ".." in Path(delivery).parts):
+        add(("keys", "delivery_dir"), "use a directory relative to the roster, without '..', such as keys")
+
+    groups = data.get("model_groups") if isinstance(data.get("model_groups"), dict) else {}
+    for group, members in groups.items():
+        for i, member in enumerate(members if isinstance(members, list) else []):
+            if member in groups:
+                add(("model_groups", group, i), f"'{member}' is a group; groups hold model names, not groups: "
+                                                f"list its models here instead")
+
+    def check_models(path: Path_, refs: Any) -> None:
+        for i, ref in enumerate(refs if isinstance(refs, list) else []):
+            if not isinstance(ref, str) or ref in groups:
+                continue
+            close = difflib.get_close_matches(ref, list(groups), n=1, cutoff=0.8)
+            if close:
+                add(path + (i,), f"unknown model group '{ref}'; did you mean '{close[0]}'?")
+
+    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    check_models(("defaults", "models"), defaults.get("models"))
+    _check_instant(defaults, ("defaults",), "rotate", add, end_of_day=False)
+    _check_budget(defaults, ("defaults",), add)
+
+    seen: dict[str, int] = {}
+    for i, dev in enumerate(data.get("developers") or [] if isinstance(data.get("developers"), list) else []):
+        if not isinstance(dev, dict):
+            continue
+        path = ("developers", i)
+        name = dev.get("name")
+        if isinstance(name, str):
+            folded = name.casefold()
+            if folded in seen:
+                add(path + ("name",), f"developer '{name}' is listed twice (first at line {seen[folded]}); "
+                                      "names must be unique, ignoring case")
+            else:
+                seen[folded] = located.of_value(path + ("name",))[0]
+        recipient = dev.get("recipient")
+        if isinstance(recipient, str) and (why := recipient_problem(recipient)):
+            add(path + ("recipient",), why)
+        check_models(path + ("models",), dev.get("models"))
+        if "models" not in dev and "models" not in defaults:
+            add(path, "no models: list them here under models, or set defaults.models")
+        _check_instant(dev, path, "expires", add, end_of_day=True)
+        _check_instant(dev, path, "rotate", add, end_of_day=False)
+        _check_budget(dev, path, add)
+    return problems
+
+
+def _check_instant(obj: dict, path: Path_, name: str, add: Any, *, end_of_day: bool) -> None:
+    value = obj.get(name)
+    if isinstance(value, str):
+        try:
+            parse_instant(value, end_of_day=end_of_day)
+        except ValueError:
+            add(path + (name,), f"'{value}' is not a real date; write a date (2027-03-31) "
+                                "or a UTC time (2027-03-31T09:00:00Z)")
+
+
+def _check_budget(obj: dict, path: Path_, add: Any) -> None:
+    value = obj.get("max_budget")
+    if isinstance(value, float) and not math.isfinite(value):
+        add(path + ("max_budget",), "a budget must be a finite number of USD")
+
+
+# ---------------------------------------------------------------- building the dataclasses
+
+
+def _developer(dev: dict, defaults: dict, line: int) -> Developer:
+    limits = {name: dev.get(name, defaults.get(name)) for name in LIMIT_FIELDS}
+    own_rotate = parse_instant(dev["rotate"], end_of_day=False) if dev.get("rotate") else None
+    all_rotate = parse_instant(defaults["rotate"], end_of_day=False) if defaults.get("rotate") else None
+    rotates = [r for r in (own_rotate, all_rotate) if r is not None]
+    return Developer(
+        name=dev["name"],
+        recipient=dev["recipient"],
+        models=tuple(dev.get("models", defaults.get("models", ()))),
+        limits=Limits(**limits),
+        expires=parse_instant(dev["expires"], end_of_day=True) if dev.get("expires") else None,
+        rotate=max(rotates) if rotates else None,
+        disabled=bool(dev.get("disabled", False)),
+        line=line,
+    )
+
+
+def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
+    """Parse and check a roster. Raises RosterError with every problem found."""
+    data, located, problems = _parse(text, filename)
+    if not isinstance(data, dict):
+        raise RosterError([Problem(filename, 1, 1, "", "the roster must be a mapping with version, keys and "
+                                                       "developers; start from the example roster.yaml")])
+    problems += _schema_problems(data, located, filename)
+    flagged = {(p.line, p.column) for p in problems}
+    # A value the schema already rejected needs no second message from the deeper checks.
+    problems += [p for p in _semantic_problems(data, located, filename) if (p.line, p.column) not in flagged
+                 or "listed twice" in p.message]
+    if problems:
+        raise RosterError(problems)
+    keys, defaults = data["keys"], data.get("defaults", {})
+    proxy = data.get("proxy", {})
+    return Roster(
+        path=filename,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        keys=KeysConfig(
+            alias=keys["alias"],
+            rotate_after=parse_duration(keys["rotate_after"]) if keys.get("rotate_after") not in (None, "0") else None,
+            grace=parse_duration(keys.get("grace", "0")),
+            expiry_warning=parse_duration(keys.get("expiry_warning", DEFAULT_EXPIRY_WARNING)),
+            delivery_dir=keys.get("delivery_dir", DEFAULT_DELIVERY_DIR),
+            admin_recipients=tuple(keys.get("admin_recipients", ())),
+            grant_model_aliases=bool(keys.get("grant_model_aliases", False)),
+            adopt_unmanaged=bool(keys.get("adopt_unmanaged", False)),
+        ),
+        developers=tuple(_developer(dev, defaults, located.of_value(("developers", i))[0])
+                         for i, dev in enumerate(data["developers"])),
+        model_groups={name: tuple(members) for name, members in data.get("model_groups", {}).items()},
+        proxy_url=proxy.get("url"),
+        proxy_headers=dict(proxy.get("headers", {})),
+    )
+
+
+def load_roster(path: str | Path) -> Roster:
+    path = Path(path)
+    return parse_roster(_read_text(path), str(path))

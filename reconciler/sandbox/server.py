@@ -1,0 +1,181 @@
+"""HTTP for the sandbox: stdlib ThreadingHTTPServer with keep-alive, so it needs nothing beyond the tool itself.
+
+Besides LiteLLM's routes it serves a few of its own under /_sandbox/ (master key only), for tests and demos: move the
+clock, read request counts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+
+from .store import KeyStore, Response, error
+
+DEFAULT_MASTER_KEY = "sk-sandbox-master-key"
+
+
+def load_models(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """A LiteLLM config's model_list (a whole proxy config is accepted too)."""
+    text = Path(path).read_text("utf-8") if path else \
+        resources.files("reconciler.sandbox").joinpath("models.yaml").read_text("utf-8")
+    data = yaml.safe_load(text) or {}
+    models = data.get("model_list") if isinstance(data, dict) else data
+    if not isinstance(models, list) or not all(isinstance(m, dict) and "model_name" in m for m in models):
+        raise ValueError(f"{path}: expected a model_list of entries with model_name")
+    return models
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], store: KeyStore):
+        self.store = store
+        self.counts: Counter[str] = Counter()
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        pass  # request lines could carry key hashes; the sandbox stays quiet
+
+    def _send(self, status: int, body: Any) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _body(self) -> tuple[Any, Response | None]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return {}, None
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return None, (422, {"detail": [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}]})
+        if not isinstance(body, dict):
+            return None, (422, {"detail": [{"type": "model_attributes_type", "loc": ["body"],
+                                            "msg": "Input should be a valid dictionary or object to extract fields "
+                                                   "from"}]})
+        return body, None
+
+    def _handle(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        route, query = parts.path, dict(parse_qsl(parts.query))
+        self.server.counts[f"{method} {route}"] += 1
+        status, body = self._route(method, route, query)
+        self._send(status, body)
+
+    def _route(self, method: str, route: str, query: dict[str, str]) -> Response:
+        store = self.server.store
+        if route in ("/health/liveliness", "/health/liveness"):
+            return 200, "I'm alive!"
+        if route == "/health/readiness":
+            return 200, {"status": "healthy", "db": "connected"}
+        routes = {
+            ("POST", "/key/generate"): lambda c, b: store.generate(c, b),
+            ("POST", "/key/update"): lambda c, b: store.update(c, b),
+            ("POST", "/key/delete"): lambda c, b: store.delete(c, b),
+            ("POST", "/key/block"): lambda c, b: store.set_blocked(c, b, True),
+            ("POST", "/key/unblock"): lambda c, b: store.set_blocked(c, b, False),
+            ("GET", "/key/info"): lambda c, b: store.info(c, query.get("key")),
+            ("GET", "/key/list"): lambda c, b: store.list(c, query),
+            ("GET", "/v1/models"): lambda c, b: store.v1_models(c),
+            ("GET", "/models"): lambda c, b: store.v1_models(c),
+            ("GET", "/model/info"): lambda c, b: store.model_info(c),
+            ("GET", "/v1/model/info"): lambda c, b: store.model_info(c),
+            ("POST", "/_sandbox/clock"): lambda c, b: self._clock(c, b),
+            ("GET", "/_sandbox/stats"): lambda c, b: self._stats(c),
+        }
+        handler = routes.get((method, route))
+        if handler is None:
+            if any(r == route for _, r in routes):
+                return 405, {"detail": "Method Not Allowed"}
+            return 404, {"detail": "Not Found"}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        caller, denied = store.authenticate(headers, route)
+        if denied is not None:
+            return denied
+        body: Any = {}
+        if method == "POST":
+            body, bad = self._body()
+            if bad is not None:
+                return bad
+        return handler(caller, body)
+
+    def _clock(self, caller: str, body: dict[str, Any]) -> Response:
+        if caller != "master":
+            return error(403, "master key only", "auth_error")
+        self.server.store.offset += timedelta(seconds=float(body.get("advance_seconds", 0)))
+        return 200, {"now": self.server.store.now().isoformat()}
+
+    def _stats(self, caller: str) -> Response:
+        if caller != "master":
+            return error(403, "master key only", "auth_error")
+        return 200, {"requests": dict(self.server.counts), "keys": len(self.server.store.rows)}
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+
+@dataclass
+class Sandbox:
+    server: _Server
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def store(self) -> KeyStore:
+        return self.server.store
+
+    @property
+    def counts(self) -> Counter[str]:
+        return self.server.counts
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_sandbox(port: int = 0, master_key: str = DEFAULT_MASTER_KEY, models: list[dict[str, Any]] | None = None,
+                  host: str = "127.0.0.1") -> Sandbox:
+    """Serve in a background thread; port 0 picks a free one (read it from .url)."""
+    store = KeyStore(master_key, models if models is not None else load_models())
+    server = _Server((host, port), store)
+    thread = threading.Thread(target=server.serve_forever, name="sandbox", daemon=True)
+    thread.start()
+    return Sandbox(server, thread)
