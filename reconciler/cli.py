@@ -213,11 +213,12 @@ def _crash_hook() -> Callable[[str, str], None] | None:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox.server import load_models, start_sandbox
+    from .sandbox.server import Fault, load_models, start_sandbox
 
     models = load_models(args.models)
     master = args.master_key or os.environ.get("LITELLM_MASTER_KEY") or "sk-sandbox-master-key"
-    sandbox = start_sandbox(args.port, master, models, host=args.host)
+    faults = [Fault.parse(spec) for spec in args.fault or []]
+    sandbox = start_sandbox(args.port, master, models, host=args.host, faults=faults)
     print(f"sandbox listening on {sandbox.url} ({len(models)} models); Ctrl-C stops it", flush=True)
     try:
         sandbox.thread.join()
@@ -273,6 +274,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=4000)
     p.add_argument("--master-key", help="default: LITELLM_MASTER_KEY, else sk-sandbox-master-key")
     p.add_argument("--models", help="a LiteLLM config (model_list) to serve; default: a few Claude models")
+    p.add_argument("--fault", action="append", metavar="SPEC",
+                   help="inject faults, e.g. 'POST /key/generate=503@0.3', '*=reset-after@0.1', "
+                        "'GET /key/list=delay:2@1', 'GET /key/list=429:1@0.5' (Retry-After 1)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=cmd_sandbox)
     return parser

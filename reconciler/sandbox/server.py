@@ -1,13 +1,17 @@
 """HTTP for the sandbox: stdlib ThreadingHTTPServer with keep-alive, so it needs nothing beyond the tool itself.
 
 Besides LiteLLM's routes it serves a few of its own under /_sandbox/ (master key only), for tests and demos: move the
-clock, read request counts.
+clock, read request counts, and inject faults (HTTP errors, delays, connection resets before or after the work).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import socket
+import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,6 +39,34 @@ def load_models(path: str | Path | None = None) -> list[dict[str, Any]]:
     return models
 
 
+@dataclass
+class Fault:
+    """Make a share of the requests to a route fail.
+
+    kind: "status" (answer `status`, with Retry-After when `retry_after` is set), "delay" (sleep `seconds`, then
+    answer normally), "reset-before" (drop the connection without doing the work), "reset-after" (do the work, then
+    drop the connection: the request took effect but the client never heard).
+    """
+
+    route: str  # "POST /key/generate", or "*" for every route
+    kind: str = "status"
+    status: int = 503
+    rate: float = 1.0
+    count: int | None = None  # at most this many times; None: no limit
+    retry_after: float | None = None
+    seconds: float = 0.0
+
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        """'POST /key/generate=503@0.3' or '*=reset-after@0.1' or 'GET /key/list=delay:2@1'."""
+        route, _, rest = spec.partition("=")
+        what, _, rate = rest.partition("@")
+        kind, _, arg = what.partition(":")
+        if kind.isdigit():
+            return cls(route, "status", int(kind), float(rate or 1), retry_after=float(arg) if arg else None)
+        return cls(route, kind, rate=float(rate or 1), seconds=float(arg or 0))
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -43,7 +75,19 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], store: KeyStore):
         self.store = store
         self.counts: Counter[str] = Counter()
+        self.faults: list[Fault] = []
+        self.random = random.Random(0)
+        self.faults_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def draw_fault(self, name: str) -> Fault | None:
+        with self.faults_lock:
+            for fault in self.faults:
+                if fault.route in ("*", name) and fault.count != 0 and self.random.random() < fault.rate:
+                    if fault.count is not None:
+                        fault.count -= 1
+                    return fault
+        return None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -56,6 +100,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: Any) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
+        for name, value in getattr(self, "_extra_headers", {}).items():
+            self.send_header(name, value)
+        self._extra_headers = {}
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -76,11 +123,32 @@ class _Handler(BaseHTTPRequestHandler):
                                                    "from"}]})
         return body, None
 
+    def _reset(self) -> None:
+        # SO_LINGER 0: close with RST, as a crashed proxy or a cut network would.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
     def _handle(self, method: str) -> None:
         parts = urlsplit(self.path)
         route, query = parts.path, dict(parse_qsl(parts.query))
-        self.server.counts[f"{method} {route}"] += 1
+        name = f"{method} {route}"
+        self.server.counts[name] += 1
+        fault = None if route.startswith("/_sandbox/") else self.server.draw_fault(name)
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
+        elif fault is not None and fault.kind == "reset-before":
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            return self._reset()
+        elif fault is not None and fault.kind == "status":
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if fault.retry_after is not None:
+                self._extra_headers = {"Retry-After": str(fault.retry_after)}
+            return self._send(fault.status, {"error": {"message": f"injected fault: HTTP {fault.status}",
+                                                       "type": "sandbox_fault", "param": None,
+                                                       "code": str(fault.status)}})
         status, body = self._route(method, route, query)
+        if fault is not None and fault.kind == "reset-after":
+            return self._reset()
         self._send(status, body)
 
     def _route(self, method: str, route: str, query: dict[str, str]) -> Response:
@@ -103,6 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/v1/model/info"): lambda c, b: store.model_info(c),
             ("POST", "/_sandbox/clock"): lambda c, b: self._clock(c, b),
             ("GET", "/_sandbox/stats"): lambda c, b: self._stats(c),
+            ("POST", "/_sandbox/faults"): lambda c, b: self._faults(c, b),
         }
         handler = routes.get((method, route))
         if handler is None:
@@ -125,6 +194,18 @@ class _Handler(BaseHTTPRequestHandler):
             return error(403, "master key only", "auth_error")
         self.server.store.offset += timedelta(seconds=float(body.get("advance_seconds", 0)))
         return 200, {"now": self.server.store.now().isoformat()}
+
+    def _faults(self, caller: str, body: dict[str, Any]) -> Response:
+        """Replace the fault list: {"faults": [{"route": ..., "kind": ..., ...}, ...]}; [] clears it."""
+        if caller != "master":
+            return error(403, "master key only", "auth_error")
+        try:
+            faults = [Fault(**spec) for spec in body.get("faults", [])]
+        except TypeError as exc:
+            return error(400, f"bad fault: {exc}", "bad_request_error")
+        with self.server.faults_lock:
+            self.server.faults = faults
+        return 200, {"faults": len(faults)}
 
     def _stats(self, caller: str) -> Response:
         if caller != "master":
@@ -159,6 +240,10 @@ class Sandbox:
     def counts(self) -> Counter[str]:
         return self.server.counts
 
+    def set_faults(self, *faults: Fault) -> None:
+        with self.server.faults_lock:
+            self.server.faults = list(faults)
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -172,10 +257,11 @@ class Sandbox:
 
 
 def start_sandbox(port: int = 0, master_key: str = DEFAULT_MASTER_KEY, models: list[dict[str, Any]] | None = None,
-                  host: str = "127.0.0.1") -> Sandbox:
+                  host: str = "127.0.0.1", faults: list[Fault] | None = None) -> Sandbox:
     """Serve in a background thread; port 0 picks a free one (read it from .url)."""
     store = KeyStore(master_key, models if models is not None else load_models())
     server = _Server((host, port), store)
+    server.faults = list(faults or [])
     thread = threading.Thread(target=server.serve_forever, name="sandbox", daemon=True)
     thread.start()
     return Sandbox(server, thread)

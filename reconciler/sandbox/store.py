@@ -78,6 +78,8 @@ class KeyStore:
         self.aliases: dict[str, str] = {}
         self._order: list[tuple[str, str]] = []  # (created_at, token), ascending
         self.lock = threading.RLock()
+        # Every plaintext ever registered, so tests can scan a run's output for them. A real proxy keeps none.
+        self.plaintexts: list[str] = []
 
     def now(self) -> datetime:
         return self._clock() + self.offset
@@ -227,6 +229,7 @@ class KeyStore:
                 row["user_id"] = user
             if token not in self.rows:  # an upsert whose update is empty: re-posting a key changes nothing (§1)
                 self._insert(row)
+                self.plaintexts.append(key)
         response = {**{k: row[k] for k in ("key_alias", "models", "spend", "max_budget", "user_id", "team_id",
                                            "metadata", "tpm_limit", "rpm_limit", "tpd_limit", "budget_duration",
                                            "max_parallel_requests", "allowed_routes", "allowed_cache_controls",
