@@ -156,13 +156,19 @@ class _Builder:
             raise _TooBig(_mark(node))
         self.located.values[path] = _mark(node)
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)  # resolves '<<' merge keys
+            explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+            self.loader.flatten_mapping(node)  # resolves '<<' merge keys; explicit keys then override merged ones
             result: dict[Any, Any] = {}
+            from_merge: set[str] = set()
             for key_node, value_node in node.value:
                 key = self.build_key(key_node, path)
                 if key is None:
                     continue
-                if key in result:
+                if id(key_node) not in explicit:
+                    from_merge.add(key)
+                elif key in from_merge:
+                    from_merge.discard(key)
+                elif key in result:
                     first = self.located.keys[path + (key,)][0]
                     self.problem(_mark(key_node), _field_name(path + (key,)),
                                  f"duplicate key '{key}' (first at line {first}); remove one of them")
@@ -282,14 +288,15 @@ def _schema_problems(data: Any, located: _Located, filename: str) -> list[Proble
                                         f"unknown field; {fix}"))
             continue
         line, col = located.of_value(path)
+        if "propertyNames" in error.schema_path:  # the error is about a key: point at the key
+            path = path + (error.instance,)
+            line, col = located.of_key(path)
         if error.validator == "required":
             missing = re.search(r"'([^']+)' is a required property", error.message)
             name = missing.group(1) if missing else "?"
             problems.append(Problem(filename, line, col, _field_name(path + (name,), data),
                                     "missing; this field is required"))
             continue
-        if error.validator == "propertyNames":
-            line, col = located.of_key(path + (error.instance,))
         hint = error.schema.get("x-hint")
         if error.validator == "type":
             expected = error.validator_value
@@ -302,8 +309,9 @@ def _schema_problems(data: Any, located: _Located, filename: str) -> list[Proble
             message = f"{_short(error.instance)} is not supported"
         else:
             message = f"{_short(error.instance)} is not valid"
-        problems.append(Problem(filename, line, col, _field_name(path, data), f"{message}; {hint}" if hint else
-                                error.message if error.validator not in ("type", "uniqueItems") else message))
+        if not hint and error.validator not in ("type", "uniqueItems", "const"):
+            message = error.message
+        problems.append(Problem(filename, line, col, _field_name(path, data), f"{message}; {hint}" if hint else message))
     return problems
 
 
