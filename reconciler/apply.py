@@ -163,7 +163,13 @@ class Applier:
         if token_of(secret) != change.token:
             return self._issue(want) + " (re-issued: the key file's hash did not match its secret)"
         self._register_key(want, secret, self.clock())
+        self._refresh_file(want, change.file_fields)
         return self._verify(want, secret)
+
+    def _refresh_file(self, want: Desired, names: tuple[str, ...]) -> None:
+        if names:
+            wanted = file_document_fields(want, self.proxy_url)
+            refresh_fields(self.path_for(want.name), {k: wanted[k] for k in names})
 
     def _rotate(self, change: Rotate) -> str:
         want, old = change.desired, change.old
@@ -213,9 +219,7 @@ class Applier:
             self.client.update(body)
         if "blocked" in fields:
             self._set_blocked(key.token, want.blocked, key.blocked)
-        if change.file_fields:
-            wanted = file_document_fields(want, self.proxy_url)
-            refresh_fields(self.path_for(want.name), {k: wanted[k] for k in change.file_fields})
+        self._refresh_file(want, change.file_fields)
         return ""
 
     def _delete(self, change: Delete) -> str:

@@ -70,6 +70,7 @@ class Register(Change):
     kind, symbol, order = "register", "+", 0
     desired: Desired = None  # type: ignore[assignment]
     token: str = ""
+    file_fields: tuple[str, ...] = ()  # readable fields to refresh, if the roster changed since the file was written
 
     def _data(self) -> dict[str, Any]:
         return {"after": self.desired.data, "token_prefix": self.token[:12]}
@@ -291,9 +292,9 @@ def _file_fields(want: Desired, file: KeyFile | None, proxy_url: str | None) -> 
 
 
 def _rotation_reason(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyFile | None,
-                     now: datetime) -> str | None:
+                     now: datetime, *, delivered: bool = True) -> str | None:
     where = f"{roster.keys.delivery_dir}/{want.name}.sops.yaml"
-    if not key.external:
+    if delivered and not key.external:
         if file is None:
             return f"key file {where} is missing: its secret is lost"
         if file.problem:
@@ -348,44 +349,14 @@ def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: da
             continue
         want, dev = desired[name], roster.developer(name)
         assert dev is not None
-        key, file = current.get(name), files.get(name)
-        for old in retiring.get(name, []):
-            if old.retire_at is not None and old.retire_at <= now:
-                changes.append(Delete(name, f"grace ended {iso(old.retire_at)}: rotated-out key", key=old))
-        if key is None and name in handmade:
-            hand = handmade[name]
-            if name in options.replace:
-                changes.append(Rotate(name, "replacing a hand-made key with a delivered one (--replace)",
-                                      desired=want, old=hand, retire_at=_retire_at(roster, now),
-                                      drop=tuple(r.token for r in retiring.get(name, []))))
-            elif name in options.adopt or roster.keys.adopt_unmanaged:
-                changes.append(Adopt(name, "taking over a hand-made key in place; it keeps its secret",
-                                     desired=want, key=hand))
-            else:
-                changes.append(Conflict(name, f"a key made by hand holds the alias {hand.alias}; re-run with "
-                                              f"--adopt {name} to take it over, or --replace {name} to rotate it "
-                                              "into a delivered key", key=hand))
-            continue
-        if key is None:
-            if file is not None and not file.problem and file.token_sha256 and file.token_sha256 not in live_tokens \
-                    and file.recipients == frozenset(want.recipients):
-                changes.append(Register(name, "key file from an interrupted apply: registering its key",
-                                        desired=want, token=file.token_sha256))
-            else:
-                changes.append(Create(name, "new in the roster" if file is None else "no live key for this "
-                                            "developer", desired=want))
-            continue
-        reason = _rotation_reason(roster, dev, want, key, file, now)
-        if reason is not None:
-            drop = tuple(r.token for r in retiring.get(name, []) if not (r.retire_at and r.retire_at <= now))
-            changes.append(Rotate(name, reason, desired=want, old=key, retire_at=_retire_at(roster, now), drop=drop))
-            continue
-        fields = _proxy_fields(want, key)
-        file_fields = () if key.external else _file_fields(want, file, proxy_url)
-        if fields or file_fields:
-            what = ", ".join(f for f, _, _ in fields) or "key file fields " + ", ".join(file_fields)
-            changes.append(Update(name, f"{what} differ from the roster", desired=want, key=key,
-                                  fields=tuple(fields), file_fields=file_fields))
+        olds = retiring.get(name, [])
+        action = _developer_change(roster, dev, want, current.get(name), handmade.get(name), files.get(name), olds,
+                                   live_tokens, now, options, proxy_url)
+        if not isinstance(action, Rotate):  # a rotation drops every rotated-out key itself
+            changes.extend(Delete(name, f"grace ended {iso(old.retire_at)}: rotated-out key", key=old)
+                           for old in olds if old.retire_at is not None and old.retire_at <= now)
+        if action is not None:
+            changes.append(action)
         if want.expires is not None and want.expires - now <= roster.keys.expiry_warning:
             warnings.append(f"{name}: key expires in {humanize(want.expires - now)} ({iso(want.expires)})")
 
@@ -413,6 +384,45 @@ def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: da
     managed = sum(len(v) for v in retiring.values()) + len(current) + len(extra_current)
     return Plan(tuple(changes), tuple(warnings), managed, unmanaged + len(handmade), roster.sha256,
                 fingerprint(live), now)
+
+
+def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,
+                      file: KeyFile | None, olds: list[LiveKey], live_tokens: set[str], now: datetime,
+                      options: Options, proxy_url: str | None) -> Change | None:
+    """What one roster developer needs, if anything."""
+    name = want.name
+    drop = tuple(r.token for r in olds)  # their alias is about to be reused by the key being rotated out
+    if hand is not None:
+        if key is not None:
+            return Conflict(name, f"a key made by hand holds the alias {want.alias}, which this developer's managed "
+                                  "key should carry; delete that key or change keys.alias", key=hand)
+        if name in options.replace:
+            return Rotate(name, "replacing a hand-made key with a delivered one (--replace)", desired=want, old=hand,
+                          retire_at=_retire_at(roster, now), drop=drop)
+        if name in options.adopt or roster.keys.adopt_unmanaged:
+            due = _rotation_reason(roster, dev, want, hand, None, now, delivered=False)
+            if due is not None:  # adopting it would only make it due at once: replace it instead
+                return Rotate(name, f"hand-made key to adopt is due for rotation: {due}", desired=want, old=hand,
+                              retire_at=_retire_at(roster, now), drop=drop)
+            return Adopt(name, "taking over a hand-made key in place; it keeps its secret", desired=want, key=hand)
+        return Conflict(name, f"a key made by hand holds the alias {hand.alias}; re-run with --adopt {name} to take "
+                              f"it over, or --replace {name} to rotate it into a delivered key", key=hand)
+    if key is None:
+        if file is not None and not file.problem and file.token_sha256 and file.token_sha256 not in live_tokens \
+                and file.recipients == frozenset(want.recipients):
+            return Register(name, "key file from an interrupted apply: registering its key", desired=want,
+                            token=file.token_sha256, file_fields=_file_fields(want, file, proxy_url))
+        return Create(name, "new in the roster" if file is None else "no live key for this developer", desired=want)
+    reason = _rotation_reason(roster, dev, want, key, file, now)
+    if reason is not None:
+        return Rotate(name, reason, desired=want, old=key, retire_at=_retire_at(roster, now), drop=drop)
+    fields = _proxy_fields(want, key)
+    file_fields = () if key.external else _file_fields(want, file, proxy_url)
+    if not fields and not file_fields:
+        return None
+    what = ", ".join(f for f, _, _ in fields) or "key file fields " + ", ".join(file_fields)
+    return Update(name, f"{what} differ from the roster", desired=want, key=key, fields=tuple(fields),
+                  file_fields=file_fields)
 
 
 def _retire_at(roster: Roster, now: datetime) -> datetime | None:

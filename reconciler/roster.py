@@ -440,9 +440,10 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         keys=KeysConfig(
             alias=keys["alias"],
-            rotate_after=parse_duration(keys["rotate_after"]) if keys.get("rotate_after") not in (None, "0") else None,
-            grace=parse_duration(keys.get("grace", "0")),
-            expiry_warning=parse_duration(keys.get("expiry_warning", DEFAULT_EXPIRY_WARNING)),
+            rotate_after=parse_duration(str(keys["rotate_after"])) if keys.get("rotate_after") not in (None, "0", 0)
+            else None,
+            grace=parse_duration(str(keys.get("grace", "0"))),
+            expiry_warning=parse_duration(str(keys.get("expiry_warning", DEFAULT_EXPIRY_WARNING))),
             delivery_dir=keys.get("delivery_dir", DEFAULT_DELIVERY_DIR),
             admin_recipients=tuple(keys.get("admin_recipients", ())),
             grant_model_aliases=bool(keys.get("grant_model_aliases", False)),

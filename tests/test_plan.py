@@ -1,0 +1,344 @@
+"""The pure diff: exact boundaries with `now` passed in, and a property test that any plan, applied, converges."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from hypothesis import given, settings, strategies as st
+
+from reconciler.catalog import ModelCatalog
+from reconciler.delivery import KeyFile
+from reconciler.live import LiveKey, managed_metadata
+from reconciler.plan import (Adopt, Conflict, Create, Delete, Options, Register, RemoveFile, Rotate, Update, diff,
+                             file_document_fields)
+from reconciler.roster import RETIRING_SUFFIX, Limits, parse_roster
+from reconciler.timeutil import iso
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
+A = "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"
+B = "age1n05qd4recufqxd68ug0sptxk8qe27qxjrxpnvusyml3rm7w0qvvs06vsl0"
+ADMIN = "age1q3p0j8wz8s55vv2px960jm4cmrlvkatz6dg86t5qul4nmfwcxf2sfwcuxz"
+URL = "http://proxy"
+CATALOG = ModelCatalog({"m1": "p/m1", "m2": "p/m2", "m2-short": "p/m2", "m3": "p/m3"})
+
+
+def roster(developers: str, keys: str = "") -> object:
+    return parse_roster(f"version: 1\nkeys:\n  alias: cc-{{name}}\n  admin_recipients: [{ADMIN}]\n{keys}"
+                        f"developers:\n{developers}")
+
+
+def dev(name: str, models: str = "[m1]", extra: str = "", recipient: str = A) -> str:
+    return f"  - name: {name}\n    recipient: {recipient}\n    models: {models}\n{extra}"
+
+
+def tok(seed: str) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def key(name: str, *, token: str | None = None, models=("m1",), created=NOW - timedelta(days=1), managed=True,
+        alias: str | None = None, **extra) -> LiveKey:
+    meta = managed_metadata(name, **{k: extra.pop(k) for k in ("retire_at", "delivery") if k in extra}) \
+        if managed else {}
+    return LiveKey(token=token or tok(name), alias=alias if alias is not None else f"cc-{name}", models=tuple(models),
+                   user_id=name if managed else None, metadata=meta, created_at=created, **extra)
+
+
+def file_for(r, name: str, token: str | None = None, recipients=(A, ADMIN), now=NOW) -> KeyFile:
+    fields = file_document_fields(_desired(r, name, now), URL)
+    fields.update({"issued_at": iso(NOW), "token_sha256": token or tok(name)})
+    return KeyFile(name, Path(f"keys/{name}.sops.yaml"), token or tok(name), frozenset(recipients), fields)
+
+
+def _desired(r, name, now=NOW):
+    from reconciler.plan import desired_state
+    return desired_state(r, CATALOG, now)[name]
+
+
+def plan_of(r, live, files, now=NOW, **options):
+    return diff(r, live, files, now, catalog=CATALOG, proxy_url=URL, options=Options(**options))
+
+
+def kinds(plan):
+    return [(c.kind, c.name) for c in plan.changes]
+
+
+# ---------------------------------------------------------------- cases
+
+
+def test_new_developer_is_created():
+    r = roster(dev("jane"))
+    plan = plan_of(r, [], {})
+    assert kinds(plan) == [("create", "jane")]
+    assert plan.summary == "Plan: 1 to create, 0 to rotate, 0 to update, 0 to delete."
+    assert plan.changes[0].desired.recipients == tuple(sorted((A, ADMIN)))
+
+
+def test_in_sync_is_empty():
+    r = roster(dev("jane"))
+    plan = plan_of(r, [key("jane")], {"jane": file_for(r, "jane")})
+    assert plan.empty and plan.summary == "No changes."
+
+
+def test_model_change_is_an_update_with_before_and_after():
+    r = roster(dev("jane", "[m1, m3]"))
+    plan = plan_of(r, [key("jane")], {"jane": file_for(roster(dev("jane")), "jane")})
+    (change,) = plan.changes
+    assert isinstance(change, Update)
+    assert change.fields == (("models", ["m1"], ["m1", "m3"]),)
+    assert change.file_fields == ("models",)
+    assert change.data["before"] == {"models": ["m1"]} and change.data["after"] == {"models": ["m1", "m3"]}
+
+
+def test_limits_blocked_and_expiry_are_updates():
+    r = roster(dev("jane", extra="    rpm_limit: 10\n    disabled: true\n    expires: 2027-01-31\n"))
+    plan = plan_of(r, [key("jane")], {"jane": file_for(r, "jane")})
+    (change,) = plan.changes
+    assert [f for f, _, _ in change.fields] == ["rpm_limit", "expires", "blocked"]
+
+
+def test_expiry_compared_with_tolerance():
+    r = roster(dev("jane", extra="    expires: 2027-01-31\n"))
+    end = datetime(2027, 1, 31, 23, 59, 59, tzinfo=timezone.utc)
+    files = {"jane": file_for(r, "jane")}
+    assert plan_of(r, [key("jane", expires=end + timedelta(minutes=5))], files).empty
+    assert not plan_of(r, [key("jane", expires=end + timedelta(minutes=5, seconds=1))], files).empty
+
+
+def test_expired_developer_is_deleted_at_the_exact_second():
+    r = roster(dev("jane", extra="    expires: 2026-11-27T12:00:00Z\n"))
+    live, files = [key("jane", expires=NOW)], {"jane": file_for(r, "jane", now=NOW - timedelta(seconds=1))}
+    before = plan_of(r, live, files, now=NOW - timedelta(seconds=1))
+    assert not any(c.kind == "delete" for c in before.changes)
+    assert before.warnings == ("jane: key expires in 1s (2026-11-27T12:00:00Z)",)
+    after = plan_of(r, live, files, now=NOW)
+    assert kinds(after) == [("delete", "jane")]
+    assert after.changes[0].reason == "access expired 2026-11-27T12:00:00Z" and after.changes[0].remove_file
+
+
+def test_removed_developer_key_and_file_deleted():
+    r = roster(dev("jane"))
+    plan = plan_of(r, [key("jane"), key("gone")], {"jane": file_for(r, "jane"), "gone": file_for(r, "jane")})
+    assert kinds(plan) == [("delete", "gone")]
+    assert plan.changes[0].reason == "no longer in the roster"
+
+
+def test_rotate_after_boundary():
+    r = roster(dev("jane"), keys="  rotate_after: 90d\n  grace: 7d\n")
+    issued = NOW - timedelta(days=90)
+    files = {"jane": file_for(r, "jane")}
+    assert plan_of(r, [key("jane", created=issued + timedelta(seconds=1))], files).empty
+    plan = plan_of(r, [key("jane", created=issued)], files)
+    (change,) = plan.changes
+    assert isinstance(change, Rotate)
+    assert change.reason == "older than 90d: issued 2026-08-29T12:00:00Z"
+    assert change.retire_at == NOW + timedelta(days=7)
+
+
+def test_rotate_instant_and_defaults_rotate():
+    r = roster(dev("jane", extra="    rotate: 2026-11-27T11:00:00Z\n"))
+    files = {"jane": file_for(r, "jane")}
+    assert kinds(plan_of(r, [key("jane", created=NOW - timedelta(hours=2))], files)) == [("rotate", "jane")]
+    assert plan_of(r, [key("jane", created=NOW - timedelta(minutes=59))], files).empty
+    everyone = parse_roster(f"version: 1\nkeys:\n  alias: cc-{{name}}\n  admin_recipients: [{ADMIN}]\n"
+                            f"defaults:\n  rotate: 2026-11-27T11:00:00Z\ndevelopers:\n{dev('jane')}{dev('john')}")
+    files = {n: file_for(everyone, n) for n in ("jane", "john")}
+    plan = plan_of(everyone, [key("jane", created=NOW - timedelta(hours=2)), key("john", created=NOW - timedelta(hours=2))], files)
+    assert kinds(plan) == [("rotate", "jane"), ("rotate", "john")]
+    assert plan.changes[0].reason == "issued 2026-11-27T10:00:00Z, before the rotation requested for 2026-11-27T11:00:00Z"
+
+
+def test_missing_or_mismatched_file_or_new_recipient_rotates():
+    r = roster(dev("jane"))
+    assert plan_of(r, [key("jane")], {}).changes[0].reason == "key file keys/jane.sops.yaml is missing: its secret is lost"
+    wrong = plan_of(r, [key("jane")], {"jane": file_for(r, "jane", token=tok("other"))})
+    assert wrong.changes[0].reason == "key file keys/jane.sops.yaml does not hold the live key"
+    moved = plan_of(r, [key("jane")], {"jane": file_for(r, "jane", recipients=(B, ADMIN))})
+    assert moved.changes[0].reason == "recipient changed: the key file must be readable by the new recipient"
+
+
+def test_orphan_file_is_registered_not_recreated():
+    r = roster(dev("jane"))
+    plan = plan_of(r, [], {"jane": file_for(r, "jane", token=tok("orphan"))})
+    (change,) = plan.changes
+    assert isinstance(change, Register) and change.token == tok("orphan")
+
+
+def test_retiring_key_deleted_when_grace_ends():
+    r = roster(dev("jane"), keys="  grace: 1d\n")
+    retiring = key("jane", token=tok("old"), alias="cc-jane" + RETIRING_SUFFIX, retire_at=iso(NOW))
+    files = {"jane": file_for(r, "jane")}
+    assert plan_of(r, [key("jane"), retiring], files, now=NOW - timedelta(seconds=1)).empty
+    plan = plan_of(r, [key("jane"), retiring], files)
+    assert kinds(plan) == [("delete", "jane")] and plan.changes[0].key.token == tok("old")
+
+
+def test_handmade_key_is_a_conflict_unless_adopted_or_replaced():
+    r = roster(dev("jane"))
+    hand = key("jane", managed=False, token=tok("hand"))
+    plan = plan_of(r, [hand], {})
+    assert kinds(plan) == [("conflict", "jane")] and plan.empty
+    assert plan.summary == "Plan: 0 to create, 0 to rotate, 0 to update, 0 to delete. 1 conflict(s) need a decision."
+    assert isinstance(plan_of(r, [hand], {}, adopt=frozenset({"jane"})).changes[0], Adopt)
+    replaced = plan_of(r, [hand], {}, replace=frozenset({"jane"})).changes[0]
+    assert isinstance(replaced, Rotate) and replaced.old.token == tok("hand")
+
+
+def test_other_unmanaged_keys_only_counted():
+    r = roster(dev("jane"))
+    plan = plan_of(r, [key("bot", managed=False, alias="ci-bot")], {})
+    assert kinds(plan) == [("create", "jane")] and plan.unmanaged_count == 1
+
+
+def test_only_and_no_delete():
+    r = roster(dev("jane") + dev("john"))
+    plan = plan_of(r, [key("gone")], {}, only=frozenset({"john"}))
+    assert kinds(plan) == [("create", "john")]
+    assert kinds(plan_of(r, [key("gone")], {}, no_delete=True)) == [("create", "jane"), ("create", "john")]
+
+
+def test_order_creates_rotations_then_updates_then_deletes():
+    r = roster(dev("b", "[m3]") + dev("c") + dev("d"))
+    live = [key("b"), key("c"), key("a")]
+    files = {"b": file_for(roster(dev("b")), "b")}
+    assert kinds(plan_of(r, live, files)) == [("rotate", "c"), ("create", "d"), ("update", "b"), ("delete", "a")]
+
+
+def test_alias_pair_warning_and_grant():
+    r = roster(dev("jane", "[m2]"))
+    assert plan_of(r, [], {}).warnings == (
+        "jane: m2 and m2-short are the same model on this proxy; clients asking for m2-short will be refused "
+        "(grant it too, or set keys.grant_model_aliases: true)",)
+    granted = roster(dev("jane", "[m2]"), keys="  grant_model_aliases: true\n")
+    plan = plan_of(granted, [], {})
+    assert plan.changes[0].desired.models == ("m2", "m2-short") and plan.warnings == ()
+
+
+def test_checksum_ignores_time_but_not_content():
+    r = roster(dev("jane"))
+    assert plan_of(r, [], {}).checksum == plan_of(r, [], {}, now=NOW + timedelta(hours=1)).checksum
+    assert plan_of(r, [], {}).checksum != plan_of(roster(dev("jane", "[m3]")), [], {}).checksum
+
+
+# ---------------------------------------------------------------- property: applying any plan converges
+
+
+def simulate(r, live: list[LiveKey], files: dict[str, KeyFile], plan, now) -> tuple[list[LiveKey], dict]:
+    """What apply does, on values: the model the real Applier is held to by the end-to-end tests."""
+    keys = {k.token: k for k in live}
+    files = dict(files)
+    counter = [0]
+
+    def issue(want):
+        counter[0] += 1
+        token = tok(f"new-{want.name}-{counter[0]}")
+        keys[token] = LiveKey(token, want.alias, want.models, want.name, managed_metadata(want.name), want.blocked,
+                              want.expires, now, want.limits)
+        fields = {**file_document_fields(want, URL), "token_sha256": token}
+        files[want.name] = KeyFile(want.name, Path(f"keys/{want.name}"), token, frozenset(want.recipients), fields)
+
+    for c in plan.changes:
+        if isinstance(c, (Create, Register)):
+            if isinstance(c, Register):
+                keys[c.token] = LiveKey(c.token, c.desired.alias, c.desired.models, c.name,
+                                        managed_metadata(c.name), c.desired.blocked, c.desired.expires, now,
+                                        c.desired.limits)
+                f = files[c.name]
+                files[c.name] = dataclasses.replace(f, fields={**f.fields, **file_document_fields(c.desired, URL)})
+            else:
+                issue(c.desired)
+        elif isinstance(c, Rotate):
+            for t in c.drop:
+                keys.pop(t, None)
+            if c.retire_at is None:
+                keys.pop(c.old.token)
+            else:
+                keys[c.old.token] = dataclasses.replace(
+                    c.old, alias=c.desired.alias + RETIRING_SUFFIX, expires=c.retire_at, user_id=c.name,
+                    metadata=managed_metadata(c.name, c.old.metadata if c.old.managed else {},
+                                              retire_at=iso(c.retire_at)))
+            issue(c.desired)
+        elif isinstance(c, Adopt):
+            w = c.desired
+            keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.name,
+                                                    metadata=managed_metadata(w.name, delivery="external"),
+                                                    expires=w.expires, limits=w.limits, blocked=w.blocked)
+        elif isinstance(c, Update):
+            w = c.desired
+            keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.name,
+                                                    expires=w.expires, limits=w.limits, blocked=w.blocked)
+            if c.file_fields:
+                f = files[c.name]
+                files[c.name] = dataclasses.replace(f, fields={**f.fields, **file_document_fields(w, URL)})
+        elif isinstance(c, Delete):
+            keys.pop(c.key.token)
+            if c.remove_file:
+                files.pop(c.name, None)
+        elif isinstance(c, RemoveFile):
+            files.pop(c.name, None)
+    return list(keys.values()), files
+
+
+NAMES = ["ann", "bob", "cy", "dee"]
+MODELS = ["m1", "m2", "m3"]
+
+
+@st.composite
+def scenarios(draw):
+    devs = draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=4))
+    text = ""
+    for name in devs:
+        models = draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=3, unique=True))
+        extra = ""
+        if draw(st.booleans()):
+            extra += f"    rpm_limit: {draw(st.integers(1, 3))}\n"
+        if draw(st.booleans()):
+            extra += f"    expires: {iso(NOW + timedelta(days=draw(st.integers(-3, 3))))}\n"
+        if draw(st.booleans()):
+            extra += "    disabled: true\n"
+        if draw(st.booleans()):
+            extra += f"    rotate: {iso(NOW - timedelta(days=draw(st.integers(0, 5))))}\n"
+        text += dev(name, "[" + ", ".join(models) + "]", extra, recipient=draw(st.sampled_from([A, B])))
+    keys = f"  rotate_after: {draw(st.sampled_from(['0', '3d']))}\n  grace: {draw(st.sampled_from(['0', '1d']))}\n"
+    if draw(st.booleans()):
+        keys += "  adopt_unmanaged: true\n"
+    r = parse_roster(f"version: 1\nkeys:\n  alias: cc-{{name}}\n  admin_recipients: [{ADMIN}]\n{keys}"
+                     f"developers:\n{text}" if text else
+                     f"version: 1\nkeys:\n  alias: cc-{{name}}\n  admin_recipients: [{ADMIN}]\n{keys}developers: []\n")
+    live, files = [], {}
+    for i, name in enumerate(draw(st.lists(st.sampled_from(NAMES + ["old"]), max_size=6))):
+        kind = draw(st.sampled_from(["managed", "retiring", "handmade", "other"]))
+        created = NOW - timedelta(days=draw(st.integers(0, 6)))
+        models = tuple(draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=2, unique=True)))
+        token = tok(f"{name}-{i}")
+        taken = {k.alias for k in live}  # LiteLLM keeps aliases unique
+        if kind == "managed" and f"cc-{name}" not in taken:
+            live.append(key(name, token=token, models=models, created=created,
+                            limits=Limits(rpm_limit=draw(st.sampled_from([None, 1, 2])))))
+        elif kind == "retiring" and f"cc-{name}{RETIRING_SUFFIX}" not in taken:
+            live.append(key(name, token=token, alias=f"cc-{name}{RETIRING_SUFFIX}",
+                            retire_at=iso(NOW + timedelta(hours=draw(st.integers(-30, 30)))), created=created))
+        elif kind == "handmade" and f"cc-{name}" not in taken:
+            live.append(key(name, token=token, managed=False, created=created))
+        elif kind == "other":
+            live.append(key(name, token=token, managed=False, alias=f"bot-{i}"))
+        if draw(st.booleans()):
+            files[name] = KeyFile(name, Path(f"keys/{name}"), draw(st.sampled_from([token, tok("stray")])),
+                                  frozenset(draw(st.sampled_from([(A, ADMIN), (B, ADMIN)]))), {})
+    return r, live, files
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_any_plan_applied_converges(scenario):
+    r, live, files = scenario
+    plan = plan_of(r, live, files)
+    after_live, after_files = simulate(r, live, files, plan, NOW)
+    again = plan_of(r, after_live, after_files)
+    assert again.empty, [c.data for c in again.actions]
+    untouched = {k.token for k in live if not k.managed and not (k.alias or "").startswith("cc-")}
+    assert untouched <= {k.token for k in after_live}  # keys the tool does not manage are never removed
+    by_alias = [k.alias for k in after_live if k.alias]
+    assert len(by_alias) == len(set(by_alias))  # aliases stay unique
