@@ -45,7 +45,7 @@ def _duration_until(moment: datetime | None, now: datetime) -> str | None:
     """LiteLLM takes only an offset from its own now (CONTRACT.md §1); None means never expires."""
     if moment is None:
         return None
-    return f"{max(1, int((moment - now).total_seconds()))}s"
+    return f"{max(1, round((moment - now).total_seconds()))}s"
 
 
 class Applier:

@@ -212,6 +212,16 @@ def _crash_hook() -> Callable[[str, str], None] | None:
     return hook
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import render_status, status_rows
+
+    ctx = _context(args)
+    with ctx.client:
+        live = live_keys(ctx.client)
+    sys.stdout.write(render_status(status_rows(ctx.roster, live, ctx.clock()), args.format))
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox.server import Fault, load_models, start_sandbox
 
@@ -268,6 +278,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", metavar="PLAN_JSON", help="apply only if the fresh plan is this reviewed one")
     p.add_argument("--checksum", metavar="HEX", help="apply only if the fresh plan has this checksum")
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("status", help="who has access to what, and what will change next")
+    common(p)
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("sandbox", help="serve a LiteLLM-compatible key API in memory")
     p.add_argument("--host", default="127.0.0.1")

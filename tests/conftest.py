@@ -155,3 +155,25 @@ def managed_keys(sandbox) -> list[dict[str, Any]]:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)
+
+
+def check_invariant(ws: Workspace, sandbox) -> None:
+    """Every live managed key has exactly one key file that decrypts to it; no key file names a key that is not
+    live; exactly one key per developer carries the canonical alias; the next plan is empty."""
+    import hashlib
+
+    from reconciler.delivery import read_key_files
+
+    rows = managed_keys(sandbox)
+    files = read_key_files(ws.keys)
+    current = [r for r in rows if "retire_at" not in r["metadata"] and r["metadata"].get("delivery") != "external"]
+    for row in current:
+        name = row["metadata"]["roster_name"]
+        assert files[name].token_sha256 == row["token"], name
+        assert hashlib.sha256(ws.decrypt(name, "admin").encode()).hexdigest() == row["token"], name
+    assert sorted(files) == sorted(r["metadata"]["roster_name"] for r in current)
+    assert {f.token_sha256 for f in files.values()} <= set(sandbox.store.rows)
+    canonical = [r["key_alias"] for r in rows if r["key_alias"] == f"claude-code-{r['metadata']['roster_name']}"]
+    assert len(canonical) == len(set(canonical)) == len(current)
+    again = ws.run("plan", "--detailed-exitcode")
+    assert again.rc == 0, again.stdout + again.stderr
