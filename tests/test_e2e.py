@@ -153,3 +153,24 @@ def test_reviewed_plan_must_match(workspace, sandbox):
     assert wrong.rc == 3 and not sandbox.store.rows
     assert workspace.run("apply", "--checksum", checksum).rc == 0
     assert len(managed_keys(sandbox)) == 2
+
+
+def test_proxy_headers_from_roster_and_environment(tmp_path, people):
+    from conftest import Workspace
+    from reconciler.sandbox import start_sandbox
+
+    token = "ingress-token-value-7f3a"
+    with start_sandbox(master_key="sk-test-master-key-0123456789",
+                       required_headers={"Host": "litellm.localhost", "X-Ingress-Auth": token}) as sb:
+        ws = Workspace(tmp_path, sb.url, people)
+        ws.write_roster([{"name": "jane"}])
+        text = ws.roster.read_text().replace(f"  url: {sb.url}\n", f"  url: {sb.url}\n  headers:\n"
+                                             "    Host: litellm.localhost\n    X-Ingress-Auth: ${INGRESS_TOKEN}\n")
+        ws.roster.write_text(text)
+        missing = ws.run("plan")
+        assert missing.rc == 1
+        assert "proxy.headers.X-Ingress-Auth uses ${INGRESS_TOKEN}, which is not set in the environment" in missing.stderr
+        ok = ws.run("apply", "-vv", env=ws.env(INGRESS_TOKEN=token))
+        assert ok.rc == 0, ok.stdout + ok.stderr
+        assert token not in ok.stdout + ok.stderr
+        assert ws.decrypt("jane")

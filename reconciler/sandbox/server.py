@@ -76,6 +76,7 @@ class _Server(ThreadingHTTPServer):
         self.store = store
         self.counts: Counter[str] = Counter()
         self.faults: list[Fault] = []
+        self.required_headers: dict[str, str] = {}
         self.random = random.Random(0)
         self.faults_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -108,6 +109,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _send_text(self, status: int, text: str) -> None:
+        payload = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def _body(self) -> tuple[Any, Response | None]:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -133,6 +142,10 @@ class _Handler(BaseHTTPRequestHandler):
         route, query = parts.path, dict(parse_qsl(parts.query))
         name = f"{method} {route}"
         self.server.counts[name] += 1
+        for header, value in self.server.required_headers.items():
+            if self.headers.get(header) != value:  # as an ingress routing on Host answers for an unknown host
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                return self._send_text(404, "404 page not found\n")
         fault = None if route.startswith("/_sandbox/") else self.server.draw_fault(name)
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
@@ -257,11 +270,13 @@ class Sandbox:
 
 
 def start_sandbox(port: int = 0, master_key: str = DEFAULT_MASTER_KEY, models: list[dict[str, Any]] | None = None,
-                  host: str = "127.0.0.1", faults: list[Fault] | None = None) -> Sandbox:
+                  host: str = "127.0.0.1", faults: list[Fault] | None = None,
+                  required_headers: dict[str, str] | None = None) -> Sandbox:
     """Serve in a background thread; port 0 picks a free one (read it from .url)."""
     store = KeyStore(master_key, models if models is not None else load_models())
     server = _Server((host, port), store)
     server.faults = list(faults or [])
+    server.required_headers = dict(required_headers or {})
     thread = threading.Thread(target=server.serve_forever, name="sandbox", daemon=True)
     thread.start()
     return Sandbox(server, thread)

