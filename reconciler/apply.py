@@ -52,8 +52,10 @@ class Applier:
     WORKERS = 8  # bounded: encryption runs on every core, and the proxy is not flooded
 
     def __init__(self, roster: Roster, client: LiteLLMClient, sops: Sops, *, proxy_url: str,
-                 clock: Callable[[], datetime], hooks: Callable[[str, str], None] | None = None):
+                 clock: Callable[[], datetime], hooks: Callable[[str, str], None] | None = None,
+                 on_outcome: Callable[[Outcome], None] = lambda outcome: None):
         self.roster, self.client, self.sops = roster, client, sops
+        self._on_outcome = on_outcome  # called as each change finishes (the audit trail), from worker threads
         self.proxy_url, self.clock = proxy_url, clock
         self.directory = roster.delivery_path
         # Called at each step boundary of a create or rotation ("after-file", ...): crash tests kill the process
@@ -79,10 +81,12 @@ class Applier:
                        Update: self._update, Delete: self._delete, RemoveFile: self._remove_file}[type(change)]
             message = handler(change) or ""
             log.info("%s %s %s: done %s", change.symbol, change.kind, change.name, message)
-            return Outcome(change, True, message)
+            outcome = Outcome(change, True, message)
         except ReconcileError as exc:
             log.error("%s %s %s: failed: %s", change.symbol, change.kind, change.name, exc)
-            return Outcome(change, False, str(exc))
+            outcome = Outcome(change, False, str(exc))
+        self._on_outcome(outcome)
+        return outcome
 
     # ------------------------------------------------------------ building blocks
 

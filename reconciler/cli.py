@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from . import __version__
 from .apply import Applier, live_keys
+from .audit import AuditLog, actor
 from .catalog import ModelCatalog
 from .delivery import Sops, read_key_files
 from .errors import ConfigError, ModelError, ReconcileError, StalePlanError
@@ -97,8 +98,7 @@ def _context(args: argparse.Namespace) -> Context:
     if not master:
         raise ConfigError("LITELLM_MASTER_KEY is not set: export the proxy's master key (from your secret store) "
                           "before running plan or apply")
-    actor = os.environ.get("RECONCILE_ACTOR") or os.environ.get("GITHUB_ACTOR") or "litellm-roster"
-    client = LiteLLMClient(url, master, headers=_expand_headers(roster.proxy_headers), actor=actor,
+    client = LiteLLMClient(url, master, headers=_expand_headers(roster.proxy_headers), actor=actor(),
                            verify=args.ca_bundle or True)
     return Context(roster, client, url, _clock())
 
@@ -179,16 +179,28 @@ def _check_reviewed(plan: Plan, args: argparse.Namespace) -> None:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from .lock import FileLock, lock_path
+    from .safety import Brakes
+
     ctx = _context(args)
     sops = Sops()  # a missing or old sops is an error before anything changes
-    with ctx.client:
-        plan, _ = compute_plan(ctx, args)
-        _check_reviewed(plan, args)
-        sys.stdout.write(render(plan, "text", roster=args.roster, proxy_url=ctx.proxy_url))
-        if plan.empty:
-            return 0
-        outcomes = Applier(ctx.roster, ctx.client, sops, proxy_url=ctx.proxy_url, clock=ctx.clock,
-                           hooks=_crash_hook()).run(plan)
+    lock = FileLock(lock_path(ctx.proxy_url))
+    lock.acquire(args.lock_timeout)
+    try:
+        with ctx.client:
+            plan, _ = compute_plan(ctx, args)
+            _check_reviewed(plan, args)
+            sys.stdout.write(render(plan, "text", roster=args.roster, proxy_url=ctx.proxy_url))
+            if plan.empty:
+                return 0
+            if not args.force:
+                Brakes(args.max_share, args.max_count).check(plan)
+            audit = AuditLog(Path(args.audit_log) if args.audit_log else Path(ctx.roster.path).parent / "audit.jsonl",
+                             checksum=plan.checksum, proxy_url=ctx.proxy_url)
+            outcomes = Applier(ctx.roster, ctx.client, sops, proxy_url=ctx.proxy_url, clock=ctx.clock,
+                               hooks=_crash_hook(), on_outcome=audit).run(plan)
+    finally:
+        lock.release()
     failed = [o for o in outcomes if not o.ok]
     for outcome in outcomes:
         state = "ok" if outcome.ok else "FAILED"
@@ -197,6 +209,38 @@ def cmd_apply(args: argparse.Namespace) -> int:
     print(f"Apply {'finished with failures' if failed else 'complete'}: {len(outcomes) - len(failed)} done, "
           f"{len(failed)} failed.")
     return 1 if failed else 0
+
+
+def cmd_force_unlock(args: argparse.Namespace) -> int:
+    from .lock import FileLock, lock_path
+
+    roster = load_roster(args.roster)
+    released = FileLock(lock_path(_proxy_url(args, roster))).force_unlock(args.lock_id)
+    print(f"removed lock {released.id} held by {released.holder}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .bootstrap import import_roster
+
+    url = args.proxy_url or os.environ.get("LITELLM_PROXY_URL")
+    if not url:
+        raise ConfigError("no proxy URL: set LITELLM_PROXY_URL or pass --proxy-url")
+    master = os.environ.get("LITELLM_MASTER_KEY", "")
+    if not master:
+        raise ConfigError("LITELLM_MASTER_KEY is not set")
+    with LiteLLMClient(url, master, actor=actor(), verify=args.ca_bundle or True) as client:
+        live = live_keys(client)
+    text, count = import_roster(live, args.alias, url.rstrip("/"))
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            raise ConfigError(f"{out} exists; pass --overwrite, or --out another path")
+        out.write_text(text, "utf-8")
+    print(f"imported {count} developer(s) from keys whose alias matches {args.alias}", file=sys.stderr)
+    return 0
 
 
 def _crash_hook() -> Callable[[str, str], None] | None:
@@ -277,7 +321,29 @@ def _parser() -> argparse.ArgumentParser:
     selection(p)
     p.add_argument("--plan", metavar="PLAN_JSON", help="apply only if the fresh plan is this reviewed one")
     p.add_argument("--checksum", metavar="HEX", help="apply only if the fresh plan has this checksum")
+    p.add_argument("--force", action="store_true", help="apply even past the brakes")
+    p.add_argument("--max-share", type=float, default=0.30, metavar="FRACTION",
+                   help="brake: most deletes or rotations as a share of managed keys, above 10 keys (default 0.30)")
+    p.add_argument("--max-count", type=int, metavar="N", help="brake: most deletes or rotations in one apply")
+    p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another apply to finish (default: fail at once)")
+    p.add_argument("--audit-log", metavar="PATH", help="append the audit trail here (default: audit.jsonl beside "
+                                                       "the roster)")
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("force-unlock", help="remove a dead apply's lock")
+    common(p)
+    p.add_argument("lock_id", metavar="ID")
+    p.set_defaults(func=cmd_force_unlock)
+
+    p = sub.add_parser("import", help="write a starting roster from the keys already on a proxy")
+    p.add_argument("--alias", default="claude-code-{name}", help="the alias template the keys follow")
+    p.add_argument("--out", default="-", help="where to write it (default: stdout)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--proxy-url")
+    p.add_argument("--ca-bundle")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("status", help="who has access to what, and what will change next")
     common(p)

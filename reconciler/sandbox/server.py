@@ -77,6 +77,7 @@ class _Server(ThreadingHTTPServer):
         self.counts: Counter[str] = Counter()
         self.faults: list[Fault] = []
         self.required_headers: dict[str, str] = {}
+        self.changed_by: list[str] = []  # litellm-changed-by headers seen on writes: LiteLLM's audit actor
         self.random = random.Random(0)
         self.faults_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -196,6 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
         if denied is not None:
             return denied
         body: Any = {}
+        if method == "POST" and self.headers.get("litellm-changed-by"):
+            self.server.changed_by.append(self.headers["litellm-changed-by"])
         if method == "POST":
             body, bad = self._body()
             if bad is not None:

@@ -1,0 +1,42 @@
+"""The audit trail: one JSON line per applied change, appended; never a secret (a key appears as a hash prefix)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from .apply import Outcome
+from .timeutil import iso, utcnow
+
+
+def actor() -> str:
+    """Who is applying: set RECONCILE_ACTOR, or CI's own variable is used."""
+    return (os.environ.get("RECONCILE_ACTOR") or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER")
+            or "litellm-roster")
+
+
+class AuditLog:
+    """Appends a line as each change finishes, so a run killed half way still leaves the record of what it did."""
+
+    def __init__(self, path: Path, *, checksum: str, proxy_url: str):
+        self.path, self.checksum, self.proxy_url = path, checksum, proxy_url
+        self.actor = actor()
+        self._lock = threading.Lock()
+
+    def __call__(self, outcome: Outcome) -> None:
+        data = outcome.change.data
+        line = json.dumps({
+            "time": iso(utcnow()), "actor": self.actor, "proxy": self.proxy_url, "plan_checksum": self.checksum,
+            "change": data["kind"], "developer": data["developer"], "reason": data["reason"],
+            "alias": data.get("alias") or data.get("after", {}).get("alias"),
+            "token_prefix": data.get("token_prefix") or data.get("old_token_prefix"),
+            "result": "ok" if outcome.ok else "failed", "message": outcome.message,
+        }, sort_keys=True)
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())

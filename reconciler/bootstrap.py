@@ -1,0 +1,52 @@
+"""`reconcile import`: a starting roster from the keys already on a proxy, so a team that made keys by hand can
+adopt the tool in one pull request. Pure: YAML text from keys."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import yaml
+
+from .live import LiveKey
+from .roster import LIMIT_FIELDS, RETIRING_SUFFIX
+from .timeutil import iso
+
+PLACEHOLDER = "REPLACE-with-the-developers-age-or-ssh-public-key"
+
+
+def alias_pattern(template: str) -> re.Pattern[str]:
+    before, _, after = template.partition("{name}")
+    return re.compile(re.escape(before) + r"(?P<name>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)" + re.escape(after) + "$")
+
+
+def _expires(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if (moment.hour, moment.minute, moment.second) == (23, 59, 59):
+        return moment.date().isoformat()
+    return iso(moment)
+
+
+def import_roster(live: list[LiveKey], template: str, proxy_url: str) -> tuple[str, int]:
+    pattern = alias_pattern(template)
+    developers = []
+    for key in sorted(live, key=lambda k: k.alias or ""):
+        m = pattern.match(key.alias or "")
+        if not m or (key.alias or "").endswith(RETIRING_SUFFIX):
+            continue
+        dev: dict = {"name": m.group("name"), "recipient": PLACEHOLDER, "models": sorted(key.models)}
+        dev.update({name: getattr(key.limits, name) for name in LIMIT_FIELDS if getattr(key.limits, name) is not None})
+        if (expires := _expires(key.expires)) is not None:
+            dev["expires"] = expires
+        if key.blocked:
+            dev["disabled"] = True
+        developers.append(dev)
+    doc = {"version": 1, "proxy": {"url": proxy_url},
+           "keys": {"alias": template, "delivery_dir": "keys", "adopt_unmanaged": True},
+           "developers": developers}
+    header = ("# yaml-language-server: $schema=schema/roster.schema.json\n"
+              "# Written by `reconcile import` from the keys on the proxy. Before the first apply:\n"
+              f"#  - replace each {PLACEHOLDER} with that developer's public key;\n"
+              "#  - keys.adopt_unmanaged: true takes the existing keys over in place, so nobody's key changes.\n")
+    return header + yaml.safe_dump(doc, sort_keys=False, width=120), len(developers)

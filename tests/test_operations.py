@@ -1,0 +1,152 @@
+"""Operating from CI: brakes, the apply lock, the audit trail, bootstrap by import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import httpx
+import yaml
+
+from conftest import MASTER, RECONCILE, Workspace, check_invariant, managed_keys
+from reconciler.lock import FileLock, lock_path
+from reconciler.sandbox import Fault
+
+NAMES = ["jane", "john", "priya", "ada", "omar"]
+
+
+def write_team(ws: Workspace, n: int, **keys) -> None:
+    """n developers dev-00..; they share one recipient (recipients need not be unique, names must)."""
+    ws.write_roster([{"name": NAMES[i % len(NAMES)]} for i in range(min(n, len(NAMES)))], **keys)
+    doc = yaml.safe_load(ws.roster.read_text())
+    base = doc["developers"][0]["recipient"]
+    doc["developers"] = [{"name": f"dev-{i:02d}", "recipient": base} for i in range(n)]
+    ws.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def test_brake_on_deletes_names_the_numbers(workspace, sandbox):
+    write_team(workspace, 12)
+    assert workspace.run("apply").rc == 0  # creates are never braked
+    write_team(workspace, 8)
+    braked = workspace.run("apply")
+    assert braked.rc == 4
+    assert ("error: Too many deletes: 4 of 12 managed keys (33%) is over 30%; nothing was changed. "
+            "Re-run with --force if this is intended.") in braked.stderr
+    assert len(managed_keys(sandbox)) == 12
+    assert workspace.run("apply", "--max-share", "0.5").rc == 0
+    assert len(managed_keys(sandbox)) == 8
+
+
+def test_brake_absolute_count_and_force(workspace, sandbox):
+    write_team(workspace, 4)
+    assert workspace.run("apply").rc == 0
+    write_team(workspace, 1)
+    braked = workspace.run("apply", "--max-count", "2")
+    assert braked.rc == 4 and "Too many deletes: 3 is over the limit of 2" in braked.stderr
+    assert workspace.run("apply", "--max-count", "2", "--force").rc == 0
+    assert len(managed_keys(sandbox)) == 1
+
+
+def test_rotate_everything_is_braked_and_counted(workspace, sandbox):
+    write_team(workspace, 12)
+    assert workspace.run("apply").rc == 0
+    doc = yaml.safe_load(workspace.roster.read_text())
+    doc["defaults"]["rotate"] = "2099-01-01T00:00:00Z"
+    workspace.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = workspace.run("plan")
+    assert "Plan: 0 to create, 12 to rotate, 0 to update, 0 to delete." in plan.stdout
+    assert plan.stdout.count("before the rotation requested for 2099-01-01T00:00:00Z") == 12
+    braked = workspace.run("apply")
+    assert braked.rc == 4 and "Too many rotations: 12 of 12 managed keys (100%) is over 30%" in braked.stderr
+    old = {r["token"] for r in managed_keys(sandbox)}
+    assert workspace.run("apply", "--force").rc == 0
+    assert not old & {r["token"] for r in managed_keys(sandbox)}
+
+
+def test_concurrent_applies_never_create_twice(workspace, sandbox, tmp_path):
+    write_team(workspace, 3)
+    sandbox.set_faults(Fault("POST /key/generate", "delay", rate=1.0, seconds=1.0))
+    env = workspace.env(RECONCILE_LOCK_DIR=str(tmp_path / "locks"))
+    first = subprocess.Popen([RECONCILE, "apply"], cwd=workspace.root, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    path = lock_path(sandbox.url).name
+    for _ in range(100):  # wait until the first holds the lock
+        if (tmp_path / "locks" / path).exists():
+            break
+        time.sleep(0.05)
+    second = workspace.run("apply", env=env)
+    assert second.rc == 1 and "another apply holds the lock for this proxy:" in second.stderr
+    assert "reconcile force-unlock" in second.stderr
+    waiting = subprocess.run([RECONCILE, "apply", "--lock-timeout", "60"], cwd=workspace.root, env=env,
+                             capture_output=True, text=True, timeout=120)
+    out, err = first.communicate(timeout=60)
+    workspace.outputs += [out, err, waiting.stdout, waiting.stderr]
+    assert first.returncode == 0, out + err
+    assert waiting.returncode == 0 and "No changes." in waiting.stdout  # it waited, then found nothing to do
+    assert len(managed_keys(sandbox)) == 3 and len(sandbox.store.plaintexts) == 3
+    sandbox.set_faults()
+    check_invariant(workspace, sandbox)
+
+
+def test_force_unlock(workspace, sandbox, tmp_path):
+    write_team(workspace, 1)
+    env = workspace.env(RECONCILE_LOCK_DIR=str(tmp_path / "locks"))
+    import os
+    os.environ["RECONCILE_LOCK_DIR"] = str(tmp_path / "locks")
+    try:
+        held = FileLock(lock_path(sandbox.url), holder="ci@runner-7 pid 4242")
+        held.acquire()  # held by this (live) test process
+        blocked = workspace.run("apply", env=env)
+        assert blocked.rc == 1 and f"ci@runner-7 pid 4242, lock {held.record.id}" in blocked.stderr
+        wrong = workspace.run("force-unlock", "nope", env=env)
+        assert wrong.rc == 1 and "not nope; nothing removed" in wrong.stderr
+        freed = workspace.run("force-unlock", held.record.id, env=env)
+        assert freed.rc == 0 and f"removed lock {held.record.id} held by ci@runner-7 pid 4242" in freed.stdout
+        assert workspace.run("apply", env=env).rc == 0
+        held.release()  # its record is gone: release touches nothing
+    finally:
+        del os.environ["RECONCILE_LOCK_DIR"]
+
+
+def test_audit_trail_and_changed_by(workspace, sandbox):
+    write_team(workspace, 2)
+    assert workspace.run("apply", env=workspace.env(RECONCILE_ACTOR="octocat")).rc == 0
+    write_team(workspace, 1)
+    assert workspace.run("apply", env=workspace.env(RECONCILE_ACTOR="octocat")).rc == 0
+    lines = [json.loads(line) for line in (workspace.root / "audit.jsonl").read_text().splitlines()]
+    # The two creates run in parallel, so their lines come in either order.
+    assert sorted((l["change"], l["developer"], l["result"]) for l in lines[:2]) == [
+        ("create", "dev-00", "ok"), ("create", "dev-01", "ok")]
+    assert (lines[2]["change"], lines[2]["developer"], lines[2]["result"]) == ("delete", "dev-01", "ok")
+    assert {l["actor"] for l in lines} == {"octocat"}
+    assert all(len(l["token_prefix"] or "x" * 12) == 12 for l in lines if l["change"] == "delete")
+    assert set(sandbox.server.changed_by) == {"octocat"}
+
+
+def test_import_writes_a_roster_that_adopts_in_place(workspace, sandbox, people):
+    made = {}
+    for name, models in (("jane", ["claude-3-opus-20240229"]), ("john", ["claude-sonnet-4-5-20250929"])):
+        out = httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {MASTER}"},
+                         json={"key_alias": f"claude-code-{name}", "models": models, "max_budget": 5}).json()
+        made[name] = out
+        workspace.known_secrets.append(out["key"])
+    httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {MASTER}"},
+               json={"key_alias": "ci-bot"})
+    imported = workspace.run("import", "--proxy-url", sandbox.url, "--out", "roster.yaml")
+    assert imported.rc == 0 and "imported 2 developer(s)" in imported.stderr
+    doc = yaml.safe_load(workspace.roster.read_text())
+    assert [(d["name"], d["models"], d["max_budget"]) for d in doc["developers"]] == [
+        ("jane", ["claude-3-opus-20240229"], 5), ("john", ["claude-sonnet-4-5-20250929"], 5)]
+    invalid = workspace.run("validate", "--offline")
+    assert invalid.rc == 1 and invalid.stderr.count("REPLACE-with-the-developers-age-or-ssh-public-key") == 2
+    for dev in doc["developers"]:
+        dev["recipient"] = people[dev["name"]].recipient
+    workspace.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = workspace.run("plan")
+    assert "Plan: 0 to create, 0 to rotate, 2 to update, 0 to delete." in plan.stdout
+    assert workspace.run("apply").rc == 0
+    for name, out in made.items():
+        row = sandbox.store.rows[out["token"]]  # the same keys, now managed
+        assert row["metadata"]["managed_by"] == "litellm-roster" and row["metadata"]["delivery"] == "external"
+    assert workspace.run("plan", "--detailed-exitcode").rc == 0
