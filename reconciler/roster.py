@@ -25,8 +25,9 @@ from .errors import Problem, RosterError
 from .recipients import recipient_problem
 from .timeutil import parse_duration, parse_instant
 
-MAX_BYTES = 1024 * 1024
-MAX_NODES = 50_000
+MAX_BYTES = 16 * 1024 * 1024
+MAX_NODES = 2_000_000  # values visited in all; a roster of 100,000 developers stays far below
+MAX_ALIAS_REPEATS = 10_000  # values visited again through aliases: what a YAML bomb multiplies
 LIMIT_FIELDS = ("max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests")
 RETIRING_SUFFIX = "--retiring"
 DEFAULT_DELIVERY_DIR = "keys"
@@ -88,7 +89,15 @@ class Roster:
     proxy_headers: dict[str, str] = field(default_factory=dict)
 
     def developer(self, name: str) -> Developer | None:
-        return next((d for d in self.developers if d.name == name), None)
+        return self._by_name.get(name)
+
+    @property
+    def _by_name(self) -> dict[str, Developer]:
+        index = self.__dict__.get("_index")
+        if index is None:  # frozen dataclass: cache the index beside the fields, built once
+            index = {d.name: d for d in self.developers}
+            object.__setattr__(self, "_index", index)
+        return index
 
     def models_for(self, developer: Developer) -> tuple[str, ...]:
         """Group names expanded; sorted and unique, as LiteLLM will be asked to store them."""
@@ -141,18 +150,23 @@ def _yaml_hint(problem: str) -> str:
 
 
 class _Builder:
-    def __init__(self, filename: str, loader: yaml.SafeLoader):
+    def __init__(self, filename: str, loader: Any):
         self.filename, self.loader = filename, loader
         self.located = _Located()
         self.problems: list[Problem] = []
         self.nodes = 0
+        self.repeats = 0
+        self._seen: set[int] = set()
 
     def problem(self, where: tuple[int, int], field_: str, message: str) -> None:
         self.problems.append(Problem(self.filename, where[0], where[1], field_, message))
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.nodes += 1
-        if self.nodes > MAX_NODES:
+        if id(node) in self._seen:
+            self.repeats += 1
+        self._seen.add(id(node))
+        if self.nodes > MAX_NODES or self.repeats > MAX_ALIAS_REPEATS:
             raise _TooBig(_mark(node))
         self.located.values[path] = _mark(node)
         if isinstance(node, yaml.MappingNode):
@@ -215,8 +229,19 @@ def _read_text(path: Path) -> str:
                                    f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8")]) from None
 
 
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: same nodes and marks
+
+
 def _parse(text: str, filename: str) -> tuple[Any, _Located, list[Problem]]:
-    loader = yaml.SafeLoader(text)
+    try:
+        return _parse_with(_FAST_LOADER, text, filename)
+    except RosterError:
+        # libyaml's syntax messages are terser ("did not find expected ..."); the pure parser says what it found.
+        return _parse_with(yaml.SafeLoader, text, filename)
+
+
+def _parse_with(loader_class: Any, text: str, filename: str) -> tuple[Any, _Located, list[Problem]]:
+    loader = loader_class(text)
     try:
         try:
             node = loader.get_single_node()
@@ -234,8 +259,8 @@ def _parse(text: str, filename: str) -> tuple[Any, _Located, list[Problem]]:
             data = builder.build(node, ())
         except _TooBig as big:
             raise RosterError([Problem(filename, big.where[0], big.where[1], "",
-                                       f"the document expands to more than {MAX_NODES} values "
-                                       "(anchors and aliases?); write it out plainly")]) from None
+                                       "the document expands too far through anchors and aliases (over "
+                                       f"{MAX_ALIAS_REPEATS} repeated values); write it out plainly")]) from None
         return data, builder.located, builder.problems
     finally:
         loader.dispose()

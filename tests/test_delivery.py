@@ -136,3 +136,37 @@ def test_sops_class_reports_version(sops):
             Sops()
         finally:
             del os.environ["RECONCILE_SOPS"]
+
+
+def test_fast_reader_agrees_with_yaml_on_real_files(tmp_path, sops, people):
+    from reconciler.delivery import _simple_mapping, read_key_files
+
+    docs = {
+        "jane": {"developer": "jane", "key_alias": "cc-jane", "proxy_url": "https://litellm.example.com:4000/x",
+                 "models": ["claude-sonnet-4.5", "anthropic/claude-3"], "expires": "2027-03-31T23:59:59Z",
+                 "issued_at": "2026-11-27T10:00:00Z", "token_sha256": "ab" * 32, "api_key": "sk-fast-reader-001"},
+        "john": {"developer": "john", "key_alias": "cc: john #1", "proxy_url": None, "models": [],
+                 "expires": None, "issued_at": "2026-11-27T10:00:00Z", "token_sha256": "cd" * 32,
+                 "api_key": "sk-fast-reader-002"},
+    }
+    for name, doc in docs.items():
+        write_atomic(tmp_path / f"{name}.sops.yaml", sops.encrypt(doc, [people[name].recipient], f"{name}.sops.yaml"))
+    fast = read_key_files(tmp_path)
+    for name, doc in docs.items():
+        slow = read_key_file(name, tmp_path / f"{name}.sops.yaml")
+        assert fast[name] == slow and fast[name].fields == slow.fields
+        assert slow.fields["models"] == doc["models"] and slow.fields["key_alias"] == doc["key_alias"]
+    assert _simple_mapping("a: 1\n") is None  # numbers are YAML's business: full parse
+    assert _simple_mapping("a: [x]\n") is None
+    assert _simple_mapping("a: x\nb:\n    - y\n") == {"a": "x", "b": ["y"]}
+
+
+def test_fast_reader_leaves_typed_scalars_to_yaml():
+    from reconciler.delivery import _simple_mapping
+
+    assert _simple_mapping("t: 0a3f\nu: abc\nn: null\n") == {"t": "0a3f", "u": "abc", "n": None}
+    for typed in ("1234", "0x1f", "true", "2027-03-31", "1.5e+5", ".inf", "~", "yes"):
+        assert _simple_mapping(f"t: {typed}\n") is None, typed
+    for text in ("1e5", "sk-abc", "a:b", "ENC[AES256_GCM,data:x,type:str]", "v1.2.3", "-x", "@x", "12:30"):
+        got = _simple_mapping(f"t: {text}\n")
+        assert got is None or got == yaml.safe_load(f"t: {text}\n"), text  # defers, or agrees with YAML

@@ -114,3 +114,19 @@ def test_expiry_date_is_end_of_day_and_time_is_exact():
 def test_merge_keys_work():
     roster = parse_roster(text(f"  - &base {{name: a, recipient: {A}, rpm_limit: 5}}\n  - <<: *base\n    name: b\n"))
     assert [d.limits.rpm_limit for d in roster.developers] == [5, 5]
+
+
+def test_huge_file_is_refused_before_parsing(tmp_path):
+    from reconciler.roster import MAX_BYTES
+
+    path = tmp_path / "roster.yaml"
+    path.write_bytes(b"version: 1\n# " + b"x" * MAX_BYTES + b"\n")
+    assert problems(path) == [f"roster.yaml:1:1: file is {MAX_BYTES + 14} bytes, over the {MAX_BYTES}-byte limit; "
+                              "a roster this large is almost certainly not one"]
+
+
+def test_a_large_plain_roster_loads(tmp_path):
+    developers = "".join(f"  - name: dev-{i:05d}\n    recipient: {A}\n" for i in range(20_000))
+    path = tmp_path / "roster.yaml"
+    path.write_text(f"version: 1\nkeys:\n  alias: cc-{{name}}\ndefaults:\n  models: [m1]\ndevelopers:\n{developers}")
+    assert len(load_roster(path).developers) == 20_000

@@ -1,7 +1,7 @@
 """HTTP for the sandbox: stdlib ThreadingHTTPServer with keep-alive, so it needs nothing beyond the tool itself.
 
 Besides LiteLLM's routes it serves a few of its own under /_sandbox/ (master key only), for tests and demos: move the
-clock, read request counts, and inject faults (HTTP errors, delays, connection resets before or after the work).
+clock, read request counts, seed keys in bulk, and inject faults (HTTP errors, delays, connection resets before or after the work).
 """
 
 from __future__ import annotations
@@ -186,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "/_sandbox/clock"): lambda c, b: self._clock(c, b),
             ("GET", "/_sandbox/stats"): lambda c, b: self._stats(c),
             ("POST", "/_sandbox/faults"): lambda c, b: self._faults(c, b),
+            ("POST", "/_sandbox/seed"): lambda c, b: store.seed(b.get("keys", [])) if c == "master" else
+            error(403, "master key only", "auth_error"),
         }
         handler = routes.get((method, route))
         if handler is None:

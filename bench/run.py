@@ -1,0 +1,235 @@
+"""Benchmarks for litellm-roster: plan at N keys, and apply with delivery of 200 keys.
+
+    python bench/run.py                    # N = 100, 1,000, 10,000 and apply of 200 keys
+    python bench/run.py --large            # also N = 100,000
+    python bench/run.py --sizes 100 --apply 20 --out /tmp/smoke.json    # the CI smoke run
+
+For each N the sandbox (its own process) is seeded with N keys, 20 % of them managed by a roster that differs in a
+few percent (model changes, removals, additions). Measured: `reconcile plan` wall time, HTTP requests, peak RSS of
+its process; the floor (the same /key/list pages fetched by a bare sequential httpx loop); their ratio. Apply:
+creating and then rotating the keys with real sops encryption, keys per second, and where the time goes.
+Results print as a table and are written as JSON. Timing lives here, never in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MASTER = "sk-bench-master-key-0000"
+MODELS = ["claude-sonnet-4-5-20250929", "claude-3-opus-20240229", "claude-haiku-4-5-20251001"]
+MANAGED_SHARE = 0.20
+RECIPIENT = "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"  # examples/demo-identities.txt
+ADMIN = "age1q3p0j8wz8s55vv2px960jm4cmrlvkatz6dg86t5qul4nmfwcxf2sfwcuxz"
+
+
+@contextlib.contextmanager
+def sandbox():
+    proc = subprocess.Popen([str(BIN / "reconcile"), "sandbox", "--port", "0", "--master-key", MASTER],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    url = line.split()[3]
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def requests_made(url: str) -> int:
+    stats = httpx.get(f"{url}/_sandbox/stats", headers={"Authorization": f"Bearer {MASTER}"}).json()
+    return sum(n for route, n in stats["requests"].items() if not route.split()[1].startswith("/_sandbox"))
+
+
+def seed(url: str, n: int) -> list[str]:
+    """N keys, MANAGED_SHARE of them managed; returns the managed developer names."""
+    managed = int(n * MANAGED_SHARE)
+    created = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    names = [f"dev-{i:06d}" for i in range(managed)]
+    rows = [{"token": hashlib.sha256(f"bench-{name}".encode()).hexdigest(), "key_alias": f"cc-{name}",
+             "models": MODELS[:2], "user_id": name, "created_at": created,
+             "metadata": {"managed_by": "litellm-roster", "roster_name": name}} for name in names]
+    rows += [{"token": hashlib.sha256(f"bench-svc-{i}".encode()).hexdigest(), "key_alias": f"svc-{i:06d}",
+              "models": MODELS[:1], "created_at": created} for i in range(n - managed)]
+    with httpx.Client(timeout=60) as client:
+        for start in range(0, len(rows), 5000):
+            client.post(f"{url}/_sandbox/seed", json={"keys": rows[start:start + 5000]},
+                        headers={"Authorization": f"Bearer {MASTER}"}).raise_for_status()
+    return names
+
+
+def write_workspace(work: Path, url: str, names: list[str]) -> dict[str, int]:
+    """A roster matching the seeded keys but for a few percent, and the key files plan reads (their readable
+    part only: plan never decrypts, so these are written directly rather than through sops)."""
+    changed = set(names[::50])  # 2 % get another model
+    removed = set(names[1::100])  # 1 % leave
+    added = [f"new-{i:06d}" for i in range(max(1, len(names) // 100))]  # 1 % join
+    developers = []
+    for name in names:
+        if name in removed:
+            continue
+        dev = {"name": name, "recipient": RECIPIENT}
+        if name in changed:
+            dev["models"] = MODELS
+        developers.append(dev)
+    developers += [{"name": name, "recipient": RECIPIENT} for name in added]
+    roster = {"version": 1, "proxy": {"url": url}, "keys": {"alias": "cc-{name}", "admin_recipients": [ADMIN]},
+              "defaults": {"models": MODELS[:2]}, "developers": developers}
+    (work / "roster.yaml").write_text(yaml.safe_dump(roster, sort_keys=False))
+    keys = work / "keys"
+    keys.mkdir()
+    for name in names:
+        token = hashlib.sha256(f"bench-{name}".encode()).hexdigest()
+        models = "".join(f"    - {m}\n" for m in sorted(MODELS[:2]))
+        (keys / f"{name}.sops.yaml").write_text(  # the layout sops writes
+            f"developer: {name}\nkey_alias: cc-{name}\nproxy_url: {url}\nmodels:\n{models}expires: null\n"
+            f'issued_at: "2026-01-01T00:00:00Z"\ntoken_sha256: {token}\n'
+            "api_key: ENC[AES256_GCM,data:AAAA,iv:BBBB,tag:CCCC,type:str]\nsops:\n    age:\n"
+            f"        - recipient: {RECIPIENT}\n          enc: |\n            x\n"
+            f"        - recipient: {ADMIN}\n          enc: |\n            x\n"
+            '    lastmodified: "2026-01-01T00:00:00Z"\n    mac_only_encrypted: true\n    version: 3.11.0\n')
+    return {"updates": len(changed - removed), "deletes": len(removed), "creates": len(added)}
+
+
+def run_plan(work: Path, url: str) -> dict:
+    env = {**os.environ, "LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": url}
+    before = requests_made(url)
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(BIN / "reconcile"), "plan", "--format", "json"], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"plan failed with exit {proc.returncode}")
+    plan = json.loads(out)
+    return {"wall_s": wall, "requests": requests_made(url) - before, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "summary": plan["summary"]}
+
+
+def floor(url: str, n: int) -> float:
+    pages = max(1, math.ceil(n / 100))
+    params = {"size": 100, "return_full_object": "true", "sort_by": "created_at", "sort_order": "asc"}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=60) as client:
+        start = time.perf_counter()
+        for page in range(1, pages + 1):
+            client.get("/key/list", params={**params, "page": page}).content
+        return time.perf_counter() - start
+
+
+def bench_plan(n: int) -> dict:
+    with sandbox() as url, tempfile.TemporaryDirectory() as tmp:
+        names = seed(url, n)
+        expected = write_workspace(Path(tmp), url, names)
+        floor(url, n)  # warm the sandbox once
+        result = run_plan(Path(tmp), url)
+        result["floor_s"] = min(floor(url, n) for _ in range(3))
+    result.update({"n": n, "managed": len(names), "expected": expected,
+                   "request_budget": math.ceil(n / 100) + 3, "plan_over_floor": result["wall_s"] / result["floor_s"]})
+    return result
+
+
+class Timers:
+    """Cumulative seconds spent in sops and in HTTP, summed over apply's worker threads."""
+
+    def __init__(self) -> None:
+        self.seconds = {"sops": 0.0, "http": 0.0}
+        self.lock = threading.Lock()
+
+    def wrap(self, owner: type, name: str, bucket: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.seconds[bucket] += time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+
+def bench_apply(count: int) -> dict:
+    from reconciler import cli
+    from reconciler.delivery import Sops
+    from reconciler.litellm import LiteLLMClient
+
+    timers = Timers()
+    timers.wrap(Sops, "_run", "sops")
+    timers.wrap(LiteLLMClient, "request", "http")
+    results = {}
+    with sandbox() as url, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        developers = [{"name": f"dev-{i:04d}", "recipient": RECIPIENT} for i in range(count)]
+        roster = {"version": 1, "keys": {"alias": "cc-{name}", "admin_recipients": [ADMIN]},
+                  "defaults": {"models": MODELS[:2]}, "developers": developers}
+        os.environ.update({"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": url})
+        for phase in ("create", "rotate"):
+            if phase == "rotate":
+                roster["defaults"]["rotate"] = "2099-01-01T00:00:00Z"
+            (work / "roster.yaml").write_text(yaml.safe_dump(roster, sort_keys=False))
+            timers.seconds = dict.fromkeys(timers.seconds, 0.0)
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = cli.main(["apply", "--roster", str(work / "roster.yaml"), "--force"])
+            wall = time.perf_counter() - start
+            if code != 0:
+                raise SystemExit(f"apply ({phase}) failed with exit {code}")
+            results[phase] = {"keys": count, "wall_s": wall, "keys_per_s": count / wall,
+                              "sops_thread_s": timers.seconds["sops"], "http_thread_s": timers.seconds["http"]}
+    return results
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--large", action="store_true", help="also N = 100,000")
+    parser.add_argument("--apply", type=int, default=200, metavar="KEYS")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")] + ([100_000] if args.large else [])
+    report = {"machine": machine(), "plan": [bench_plan(n) for n in sizes], "apply": bench_apply(args.apply)}
+    print(f"machine: {report['machine']['cores']} cores, {report['machine']['cpu']}, Python {report['machine']['python']}")
+    print(f"{'N':>8} {'plan s':>8} {'requests':>9} {'budget':>7} {'peak MB':>8} {'floor s':>8} {'plan/floor':>10}  summary")
+    for r in report["plan"]:
+        print(f"{r['n']:>8} {r['wall_s']:>8.2f} {r['requests']:>9} {r['request_budget']:>7} {r['peak_rss_mb']:>8.0f} "
+              f"{r['floor_s']:>8.3f} {r['plan_over_floor']:>10.2f}  {r['summary']}")
+    for phase, r in report["apply"].items():
+        print(f"apply {phase:<6} {r['keys']} keys: {r['wall_s']:.2f} s, {r['keys_per_s']:.1f} keys/s "
+              f"(thread-seconds: sops {r['sops_thread_s']:.1f}, HTTP {r['http_thread_s']:.1f})")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
