@@ -99,7 +99,7 @@ def _context(args: argparse.Namespace) -> Context:
         raise ConfigError("LITELLM_MASTER_KEY is not set: export the proxy's master key (from your secret store) "
                           "before running plan or apply")
     client = LiteLLMClient(url, master, headers=_expand_headers(roster.proxy_headers), actor=actor(),
-                           verify=args.ca_bundle or True)
+                           verify=args.ca_bundle or True, timeout=args.timeout)
     return Context(roster, client, url, _clock())
 
 
@@ -296,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
         if proxy:
             p.add_argument("--proxy-url", help="the proxy (beats LITELLM_PROXY_URL and proxy.url)")
             p.add_argument("--ca-bundle", help="a CA bundle to verify the proxy's TLS certificate with")
+            p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 15)")
 
     def selection(p: argparse.ArgumentParser) -> None:
         p.add_argument("--only", nargs="+", metavar="NAME", help="limit to these developers")

@@ -248,7 +248,7 @@ class Sandbox:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{getattr(self.server, 'scheme', 'http')}://{host}:{port}"
 
     @property
     def store(self) -> KeyStore:
@@ -276,10 +276,18 @@ class Sandbox:
 
 def start_sandbox(port: int = 0, master_key: str = DEFAULT_MASTER_KEY, models: list[dict[str, Any]] | None = None,
                   host: str = "127.0.0.1", faults: list[Fault] | None = None,
-                  required_headers: dict[str, str] | None = None) -> Sandbox:
-    """Serve in a background thread; port 0 picks a free one (read it from .url)."""
+                  required_headers: dict[str, str] | None = None,
+                  tls: tuple[str, str] | None = None) -> Sandbox:
+    """Serve in a background thread; port 0 picks a free one (read it from .url). `tls` is (cert, key) files."""
     store = KeyStore(master_key, models if models is not None else load_models())
     server = _Server((host, port), store)
+    if tls is not None:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.scheme = "https"
     server.faults = list(faults or [])
     server.required_headers = dict(required_headers or {})
     thread = threading.Thread(target=server.serve_forever, name="sandbox", daemon=True)
