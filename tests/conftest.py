@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -177,3 +178,35 @@ def check_invariant(ws: Workspace, sandbox) -> None:
     assert len(canonical) == len(set(canonical)) == len(current)
     again = ws.run("plan", "--detailed-exitcode")
     assert again.rc == 0, again.stdout + again.stderr
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs_or_output(request, capsys):
+    """Every test: all log records of the tool (at DEBUG) and all it printed in-process must hold no key the
+    sandbox issued and not the master key. (Subprocess runs are scanned by the workspace fixture.)"""
+    handler = _Records()
+    logger = logging.getLogger("reconciler")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    out = capsys.readouterr()
+    secrets = [MASTER]
+    for value in request.node.funcargs.values():
+        store = getattr(value, "store", None) or getattr(getattr(value, "sandbox", None), "store", None)
+        secrets += getattr(store, "plaintexts", [])
+    leaks = scan_for_secrets([*handler.lines, out.out, out.err], Path("/nonexistent"), secrets)
+    assert not leaks, leaks
