@@ -14,7 +14,7 @@ import pyrage
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from conftest import MASTER, Person, Workspace, check_invariant, scan_for_secrets
+from helpers import MASTER, Person, Workspace, check_invariant, scan_for_secrets
 from reconciler.delivery import read_key_files
 from reconciler.sandbox import Fault, start_sandbox
 from reconciler.timeutil import iso, utcnow

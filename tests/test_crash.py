@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import check_invariant, managed_keys, sandbox_models
+from helpers import check_invariant, managed_keys, sandbox_models
 
 TEAM = [{"name": "jane"}, {"name": "john"}]
 

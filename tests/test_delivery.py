@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SOPS, managed_keys
+from helpers import SOPS, managed_keys
 from reconciler.delivery import Sops, read_key_file, refresh_fields, token_of, write_atomic
 from reconciler.errors import DeliveryError
 

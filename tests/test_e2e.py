@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import managed_keys, sandbox_models
+from helpers import managed_keys, sandbox_models
 
 OPUS, SONNET, SONNET_SHORT = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929", "claude-sonnet-4.5"
 TEAM = [{"name": "jane"}, {"name": "john", "models": [SONNET]}, {"name": "priya", "max_budget": 25}]
@@ -156,7 +156,7 @@ def test_reviewed_plan_must_match(workspace, sandbox):
 
 
 def test_proxy_headers_from_roster_and_environment(tmp_path, people):
-    from conftest import Workspace
+    from helpers import Workspace
     from reconciler.sandbox import start_sandbox
 
     token = "ingress-token-value-7f3a"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import MASTER, Workspace, managed_keys
+from helpers import MASTER, Workspace, managed_keys
 from reconciler.sandbox import Fault, start_sandbox
 
 
@@ -90,7 +90,7 @@ def test_flaky_proxy_still_converges(workspace, sandbox):
     sandbox.set_faults()
     if first.rc != 0:  # bounded retries may still lose to this much noise: a clean re-run must converge
         assert workspace.run("apply").rc == 0
-    from conftest import check_invariant
+    from helpers import check_invariant
     check_invariant(workspace, sandbox)
     assert len(sandbox.store.plaintexts) == len(managed_keys(sandbox)) == 3
 
@@ -111,7 +111,7 @@ def test_lost_responses_create_nothing_twice(workspace, sandbox):
     assert result.rc == 0, result.stdout + result.stderr
     sandbox.set_faults()
     workspace.write_roster([{"name": "jane", "disabled": True}], grace="1h")
-    from conftest import check_invariant
+    from helpers import check_invariant
     check_invariant(workspace, sandbox)
     aliases = sorted(r["key_alias"] for r in managed_keys(sandbox))
     assert aliases == ["claude-code-jane", "claude-code-jane--retiring"]

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import httpx
 
-from conftest import MASTER, check_invariant, managed_keys, sandbox_models
+from helpers import MASTER, check_invariant, managed_keys, sandbox_models
 from reconciler.timeutil import iso, utcnow
 
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
@@ -71,7 +71,7 @@ def test_recipient_change_rotates_to_the_new_recipient(workspace, sandbox, peopl
     secret = workspace.decrypt("jane", person="omar")
     assert sandbox_models(sandbox.url, secret) == [OPUS, SONNET]
     import subprocess
-    from conftest import SOPS
+    from helpers import SOPS
     denied = subprocess.run([SOPS, "decrypt", str(workspace.keys / "jane.sops.yaml")], capture_output=True,
                             env={**workspace.env(), "SOPS_AGE_KEY_FILE": str(people["jane"].identity_file)})
     assert denied.returncode != 0  # the old recipient can no longer read it

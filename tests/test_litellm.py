@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import MASTER
+from helpers import MASTER
 from reconciler.errors import AuthError, ProxyError
 from reconciler.litellm import LiteLLMClient
 from reconciler.sandbox import Fault, start_sandbox

@@ -9,7 +9,7 @@ import time
 import httpx
 import yaml
 
-from conftest import MASTER, RECONCILE, Workspace, check_invariant, managed_keys
+from helpers import MASTER, RECONCILE, Workspace, check_invariant, managed_keys
 from reconciler.lock import FileLock, lock_path
 from reconciler.sandbox import Fault
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MASTER, RECONCILE
+from helpers import MASTER, RECONCILE
 from reconciler.errors import RosterError
 from reconciler.roster import load_roster, parse_roster
 

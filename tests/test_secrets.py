@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from conftest import scan_for_secrets
+from helpers import scan_for_secrets
 from reconciler.cli import _RedactingFilter
 from reconciler.litellm import redact
 

@@ -1,0 +1,104 @@
+"""The end-to-end scenarios of the core, delivery and lifecycle issues, against LiteLLM's real key handlers and
+auth (the same tool, the same real sops and age identities)."""
+
+from __future__ import annotations
+
+import httpx
+
+
+
+OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
+TEAM = [{"name": "jane"}, {"name": "john", "models": [SONNET]}, {"name": "priya"}]
+
+
+def _invariant(ws, litellm) -> None:
+    """The delivery invariant, read over HTTP: each live managed key has its file, which decrypts to it."""
+    import hashlib
+
+    from reconciler.delivery import read_key_files
+
+    current = [k for k in litellm.managed() if "retire_at" not in k["metadata"]]
+    files = read_key_files(ws.keys)
+    assert sorted(files) == sorted(k["metadata"]["roster_name"] for k in current)
+    for key in current:
+        name = key["metadata"]["roster_name"]
+        assert hashlib.sha256(ws.decrypt(name, "admin").encode()).hexdigest() == key["token"] == \
+            files[name].token_sha256
+    assert ws.run("plan", "--detailed-exitcode").rc == 0
+
+
+def test_create_replan_update_delete(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster(TEAM)
+    applied = ws.run("apply")
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    assert "Apply complete: 3 done, 0 failed." in applied.stdout  # each key proven on LiteLLM's /v1/models
+    _invariant(ws, litellm)
+
+    john = ws.decrypt("john")
+    assert litellm.models_for(john) == [SONNET]
+    ws.write_roster([TEAM[0], {"name": "john", "models": [SONNET, OPUS]}, TEAM[2]])
+    assert "1 to update" in ws.run("plan").stdout
+    assert ws.run("apply").rc == 0
+    assert ws.decrypt("john") == john and litellm.models_for(john) == [OPUS, SONNET]  # LiteLLM's real auth
+
+    priya = ws.decrypt("priya")
+    ws.write_roster(TEAM[:2])
+    assert ws.run("apply").rc == 0
+    assert litellm.models_for(priya) == 401
+    _invariant(ws, litellm)
+
+
+def test_block_and_unblock(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster([{"name": "jane"}])
+    assert ws.run("apply").rc == 0
+    secret = ws.decrypt("jane")
+    ws.write_roster([{"name": "jane", "disabled": True}])
+    assert ws.run("apply").rc == 0
+    assert litellm.models_for(secret) == 401
+    ws.write_roster([{"name": "jane"}])
+    assert ws.run("apply").rc == 0
+    assert litellm.models_for(secret) == [OPUS, SONNET]
+    _invariant(ws, litellm)
+
+
+def test_rotation_with_and_without_grace(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster([{"name": "jane"}, {"name": "john"}], grace="1h")
+    assert ws.run("apply").rc == 0
+    old_jane, old_john = ws.decrypt("jane"), ws.decrypt("john")
+    ws.write_roster([{"name": "jane", "rotate": "2099-01-01T00:00:00Z"}, {"name": "john"}], grace="1h")
+    assert ws.run("apply").rc == 0
+    new_jane = ws.decrypt("jane")
+    assert new_jane != old_jane
+    assert litellm.models_for(old_jane) == litellm.models_for(new_jane) == [OPUS, SONNET]  # overlap
+    retiring = [k for k in litellm.managed() if k["key_alias"] == "claude-code-jane--retiring"]
+    assert len(retiring) == 1 and retiring[0]["expires"]  # LiteLLM will stop it when grace ends
+
+    ws.write_roster([{"name": "jane"}, {"name": "john", "rotate": "2099-01-01T00:00:00Z"}])  # grace 0
+    assert ws.run("apply").rc == 0
+    assert litellm.models_for(old_john) == 401 and litellm.models_for(ws.decrypt("john")) == [OPUS, SONNET]
+
+
+def test_wrong_master_key_and_unknown_model(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster(TEAM)
+    wrong = ws.run("apply", env=ws.env(LITELLM_MASTER_KEY="sk-not-the-master-key-99"))
+    assert wrong.rc == 1 and "GET /model/info: HTTP 401: Authentication Error" in wrong.stderr
+    ws.write_roster([{"name": "jane", "models": ["claude-sonnet-4-5"]}])
+    unknown = ws.run("apply")
+    assert unknown.rc == 1
+    assert "claude-sonnet-4-5 is not served by this proxy; did you mean claude-sonnet-4-5-20250929?" in unknown.stderr
+    assert litellm.keys() == []
+
+
+def test_handmade_key_adopted_in_place(real_workspace, litellm):
+    ws = real_workspace
+    made = litellm.http.post("/key/generate", json={"key_alias": "claude-code-jane", "models": [SONNET]}).json()
+    ws.known_secrets.append(made["key"])
+    ws.write_roster([{"name": "jane"}])
+    assert "!   jane" in ws.run("plan").stdout
+    assert ws.run("apply", "--adopt", "jane").rc == 0
+    assert litellm.models_for(made["key"]) == [OPUS, SONNET]
+    assert ws.run("plan", "--detailed-exitcode").rc == 0

@@ -1,0 +1,141 @@
+"""Helpers shared by the test tiers: the installed command, a workspace that runs it, secret scanning, the
+delivery invariant."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MASTER = "sk-test-master-key-0123456789"
+BIN = Path(sys.executable).parent
+RECONCILE = str(BIN / "reconcile")
+SOPS = str(BIN / "sops")
+NAMES = ("jane", "john", "priya", "ada", "omar", "admin")
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    recipient: str
+    identity_file: Path
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Workspace:
+    root: Path
+    url: str
+    people: dict[str, Person]
+    outputs: list[str] = field(default_factory=list)
+    known_secrets: list[str] = field(default_factory=list)
+
+    @property
+    def roster(self) -> Path:
+        return self.root / "roster.yaml"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    def write_roster(self, developers: list[dict[str, Any]], **keys: Any) -> None:
+        doc = {
+            "version": 1,
+            "proxy": {"url": self.url},
+            "keys": {"alias": "claude-code-{name}", "grace": "0",
+                     "admin_recipients": [self.people["admin"].recipient], **keys},
+            "model_groups": {"claude-code": ["claude-sonnet-4-5-20250929", "claude-3-opus-20240229"]},
+            "defaults": {"models": ["claude-code"]},
+            "developers": [{"recipient": self.people[d["name"]].recipient, **d} for d in developers],
+        }
+        self.roster.write_text("# yaml-language-server: $schema=schema/roster.schema.json\n"
+                               + yaml.safe_dump(doc, sort_keys=False))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "SOPS_", "RECONCILE_"))}
+        env.update({"LITELLM_MASTER_KEY": MASTER, **extra})
+        return env
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        done = subprocess.run([RECONCILE, *args], cwd=self.root, capture_output=True, text=True,
+                              env=env or self.env(), timeout=120)
+        self.outputs += [done.stdout, done.stderr]
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def decrypt(self, name: str, person: str | None = None) -> str:
+        """What the developer does: sops decrypt --extract '["api_key"]' keys/<name>.sops.yaml"""
+        who = self.people[person or name]
+        env = {**self.env(), "SOPS_AGE_KEY_FILE": str(who.identity_file)}
+        done = subprocess.run([SOPS, "decrypt", "--extract", '["api_key"]', str(self.keys / f"{name}.sops.yaml")],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        secret = done.stdout.strip()
+        self.known_secrets.append(secret)
+        return secret
+
+    def key_file(self, name: str) -> dict[str, Any]:
+        return yaml.safe_load((self.keys / f"{name}.sops.yaml").read_text())
+
+
+def scan_for_secrets(texts: list[str], files_root: Path, secrets: list[str]) -> list[str]:
+    """Every place a secret appears in plaintext: in the texts, or in any file under files_root."""
+    found = []
+    for secret in {s for s in secrets if s}:
+        for i, text in enumerate(texts):
+            if secret in text:
+                found.append(f"output #{i} holds {secret[:6]}...")
+        for path in files_root.rglob("*"):
+            if path.is_file() and secret.encode() in path.read_bytes():
+                found.append(f"{path} holds {secret[:6]}...")
+    return found
+
+
+def sandbox_models(sandbox_url: str, secret: str) -> list[str] | int:
+    import httpx
+
+    r = httpx.get(f"{sandbox_url}/v1/models", headers={"Authorization": f"Bearer {secret}"})
+    if r.status_code != 200:
+        return r.status_code
+    return sorted(m["id"] for m in r.json()["data"])
+
+
+def managed_keys(sandbox) -> list[dict[str, Any]]:
+    return [r for r in sandbox.store.rows.values() if (r.get("metadata") or {}).get("managed_by") == "litellm-roster"]
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)
+
+
+def check_invariant(ws: Workspace, sandbox) -> None:
+    """Every live managed key has exactly one key file that decrypts to it; no key file names a key that is not
+    live; exactly one key per developer carries the canonical alias; the next plan is empty."""
+    import hashlib
+
+    from reconciler.delivery import read_key_files
+
+    rows = managed_keys(sandbox)
+    files = read_key_files(ws.keys)
+    current = [r for r in rows if "retire_at" not in r["metadata"] and r["metadata"].get("delivery") != "external"]
+    for row in current:
+        name = row["metadata"]["roster_name"]
+        assert files[name].token_sha256 == row["token"], name
+        assert hashlib.sha256(ws.decrypt(name, "admin").encode()).hexdigest() == row["token"], name
+    assert sorted(files) == sorted(r["metadata"]["roster_name"] for r in current)
+    assert {f.token_sha256 for f in files.values()} <= set(sandbox.store.rows)
+    canonical = [r["key_alias"] for r in rows if r["key_alias"] == f"claude-code-{r['metadata']['roster_name']}"]
+    assert len(canonical) == len(set(canonical)) == len(current)
+    again = ws.run("plan", "--detailed-exitcode")
+    assert again.rc == 0, again.stdout + again.stderr
