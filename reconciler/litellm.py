@@ -44,8 +44,8 @@ def error_message(response: httpx.Response) -> str:
         error = body.get("error")
         if isinstance(error, dict) and error.get("message") is not None:
             message = str(error["message"])
-            quoted = re.fullmatch(r"\{'error': '(.*)'\}", message, re.S)  # a str()-ed dict (§6 quirk)
-            return quoted.group(1) if quoted else message
+            quoted = re.fullmatch(r"""\{'error': (['"])(.*)\1\}""", message, re.S)  # a str()-ed dict (§6 quirk)
+            return quoted.group(2) if quoted else message
         detail = body.get("detail")
         if isinstance(detail, list):
             parts = []

@@ -146,3 +146,12 @@ def test_proxy_headers_are_sent():
                 bare.model_info()
         with LiteLLMClient(sb.url, MASTER, headers={"Host": "litellm.localhost"}) as routed:
             assert routed.model_info()
+
+
+def test_str_dict_error_messages_are_unwrapped(client):
+    with pytest.raises(ProxyError) as caught:
+        client.generate({"key": "abc-0123456789012345"})
+    assert str(caught.value) == ("POST /key/generate: HTTP 400: Invalid key format. LiteLLM Virtual Key must start "
+                                 "with 'sk-'. Received: abc-****2345")
+    with pytest.raises(ProxyError, match=r"HTTP 404: No keys found$"):
+        client.request("POST", "/key/delete", body={"keys": ["0" * 64]})

@@ -174,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
         routes = {
             ("POST", "/key/generate"): lambda c, b: store.generate(c, b),
             ("POST", "/key/update"): lambda c, b: store.update(c, b),
-            ("POST", "/key/delete"): lambda c, b: store.delete(c, b),
+            ("POST", "/key/delete"): lambda c, b: store.delete(c, b, self.headers.get("litellm-changed-by")),
             ("POST", "/key/block"): lambda c, b: store.set_blocked(c, b, True),
             ("POST", "/key/unblock"): lambda c, b: store.set_blocked(c, b, False),
             ("GET", "/key/info"): lambda c, b: store.info(c, query.get("key")),

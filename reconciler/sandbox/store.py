@@ -12,6 +12,7 @@ import math
 import re
 import secrets
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -30,8 +31,34 @@ _ROW_DEFAULTS: dict[str, Any] = {
     "object_permission_id": None, "created_at": None, "created_by": None, "updated_at": None, "updated_by": None,
     "last_active": None, "rotation_count": 0, "auto_rotate": False, "rotation_interval": None,
     "key_rotation_at": None, "last_rotation_at": None, "key_type": "default", "access_group_ids": [],
-    "agent_id": None, "budget_limits": None, "router_settings": None, "soft_budget_cooldown": False,
+    "agent_id": None, "budget_limits": None, "router_settings": {}, "soft_budget_cooldown": False,
+    "total_spend": 0.0, "budget_fallbacks": {}, "policies": [], "settings_updated_at": None,
 }
+# /key/block and /key/unblock answer with LiteLLM's LiteLLM_VerificationToken model: these fields, in this order,
+# with `org_id` where the table says organization_id (observed against LiteLLM 1.108.7 in the conformance tier).
+_BLOCK_FIELDS = (
+    "token", "key_name", "key_alias", "spend", "total_spend", "max_budget", "expires", "models", "aliases", "config",
+    "user_id", "team_id", "agent_id", "project_id", "max_parallel_requests", "metadata", "tpm_limit", "rpm_limit",
+    "tpd_limit", "budget_duration", "budget_reset_at", "allowed_cache_controls", "allowed_routes", "key_type",
+    "permissions", "model_spend", "model_max_budget", "budget_fallbacks", "soft_budget_cooldown", "blocked",
+    "litellm_budget_table", "budget_id", "org_id", "created_at", "created_by", "updated_at", "updated_by",
+    "settings_updated_at", "last_active", "object_permission_id", "object_permission", "access_group_ids",
+    "rotation_count", "auto_rotate", "rotation_interval", "last_rotation_at", "key_rotation_at", "router_settings",
+    "budget_limits")
+# generate echoes every KeyRequestBase field; these it echoes as null unless given (premium or unused here).
+_GENERATE_ECHO_NULLS = (
+    "agent_id", "budget_limits", "model_rpm_limit", "model_tpm_limit", "mcp_rpm_limit", "tag_rpm_limit", "guardrails",
+    "policies", "prompts", "object_permission", "default_estimated_output_tokens",
+    "default_estimated_output_tokens_per_model", "budget_id", "end_user_budget_id", "disable_global_guardrails",
+    "enable_prompt_caching", "throttle_on_budget_exceeded", "enforced_params", "allowed_passthrough_routes",
+    "denied_passthrough_routes", "allowed_vector_store_indexes", "rpm_limit_type", "tpm_limit_type")
+_ROUTER_SETTINGS_ECHO = dict.fromkeys(
+    ("routing_strategy_args", "routing_strategy", "routing_groups", "retry_policy", "model_group_retry_policy",
+     "model_group_affinity_config", "allowed_fails", "cooldown_time", "num_retries", "timeout", "max_retries",
+     "retry_after", "fallbacks", "context_window_fallbacks"))
+_ROUTER_SETTINGS_ECHO.update({"model_group_alias": {}, "enable_tag_filtering": None, "weights": None,
+                              "tag_routing_prefix": None, "optional_pre_call_checks": None,
+                              "fallback_on_unsupported_params": None})
 _SETTABLE = ("key_alias", "models", "user_id", "team_id", "metadata", "blocked", "tpm_limit", "rpm_limit",
              "tpd_limit", "max_parallel_requests", "max_budget", "budget_duration", "aliases", "config",
              "permissions", "allowed_cache_controls", "allowed_routes", "organization_id", "project_id")
@@ -201,8 +228,9 @@ class KeyStore:
         key = body.get("key")
         if key is not None:
             if not key.startswith("sk-"):
-                return error(400, "Invalid key format. LiteLLM Virtual Key must start with 'sk-'. Received: "
-                                  f"{key[:4]}****{key[-4:]}", "bad_request_error", None)
+                message = f"Invalid key format. LiteLLM Virtual Key must start with 'sk-'. Received: {key[:4]}****" \
+                          f"{key[-4:]}"
+                return error(400, str({"error": message}), "internal_server_error", None)  # a str()-ed dict (§6)
             if len(key) < MIN_CUSTOM_KEY_LENGTH:
                 return error(400, f"Custom key must be at least {MIN_CUSTOM_KEY_LENGTH} characters long.",
                              "bad_request_error", None)
@@ -230,15 +258,20 @@ class KeyStore:
             if token not in self.rows:  # an upsert whose update is empty: re-posting a key changes nothing (§1)
                 self._insert(row)
                 self.plaintexts.append(key)
-        response = {**{k: row[k] for k in ("key_alias", "models", "spend", "max_budget", "user_id", "team_id",
-                                           "metadata", "tpm_limit", "rpm_limit", "tpd_limit", "budget_duration",
-                                           "max_parallel_requests", "allowed_routes", "allowed_cache_controls",
-                                           "aliases", "config", "permissions", "organization_id", "project_id")},
+        # The response echoes the request (with the request's defaults), not the stored row: so re-posting a key
+        # answers with the new values while the row keeps the old ones (§1).
+        echo = {**_ROW_DEFAULTS, "user_id": user if caller != "master" else None,
+                **{k: body[k] for k in _SETTABLE if body.get(k) is not None}}
+        response = {**{k: echo[k] for k in (
+                        "key_alias", "models", "spend", "max_budget", "user_id", "team_id", "metadata", "tpm_limit",
+                        "rpm_limit", "tpd_limit", "budget_duration", "max_parallel_requests", "allowed_routes",
+                        "allowed_cache_controls", "aliases", "config", "permissions", "organization_id", "project_id",
+                        "model_max_budget", "budget_fallbacks")},
+                    **dict.fromkeys(_GENERATE_ECHO_NULLS), "router_settings": dict(_ROUTER_SETTINGS_ECHO),
                     "blocked": body.get("blocked"), "key": key, "token": token, "token_id": token,
-                    "key_name": row["key_name"], "expires": row["expires"], "duration": None,
-                    "created_at": row["created_at"], "updated_at": row["updated_at"], "created_by": user,
-                    "updated_by": user, "key_type": "default", "tags": None, "litellm_budget_table": None,
-                    "router_settings": None}
+                    "key_name": f"sk-...{key[-4:]}", "expires": _iso(expires), "duration": None,
+                    "created_at": _iso(now), "updated_at": _iso(now), "created_by": user, "updated_by": user,
+                    "key_type": "default", "tags": None, "litellm_budget_table": None, "access_group_ids": []}
         return 200, response
 
     def seed(self, rows: list[dict[str, Any]]) -> Response:
@@ -273,12 +306,14 @@ class KeyStore:
                     return error(403, "You are not allowed to access this key's info. Your role=unknown",
                                  "auth_error", "None")
                 info = {k: v for k, v in row.items() if k != "token"}
-                info["status"] = self._status(row)
+                info.update({"litellm_budget_table": None, "status": self._status(row)})
                 return 200, {"key": key if key else token, "info": info}
             archived = self.deleted.get(token)
             if archived is not None and caller == "master":
                 info = {k: v for k, v in archived.items() if k != "token"}
-                info["status"] = "deleted"
+                info.update({"litellm_budget_table": None, "object_permission": None, "status": "deleted",
+                             "org_id": archived.get("organization_id")})
+                info.pop("policies", None)
                 return 200, {"key": key, "info": info}
         return error(404, "Key not found in database", "not_found_error", "key")
 
@@ -398,11 +433,11 @@ class KeyStore:
                         row["expires"] = _iso(self.now() + timedelta(seconds=duration_seconds(value)))
                     except ValueError as exc:
                         return error(500, str(exc), "internal_server_error", None)
-            row["updated_at"] = _iso(self.now())
+            row["updated_at"] = row["settings_updated_at"] = _iso(self.now())
             row["updated_by"] = MASTER_USER_ID if caller == "master" else self.rows[caller].get("user_id")
-            return 200, {"key": key if key is not None else alias_target, **row}
+            return 200, {"key": key if key is not None else alias_target, **row, "object_permission": None}
 
-    def delete(self, caller: str, body: dict[str, Any]) -> Response:
+    def delete(self, caller: str, body: dict[str, Any], changed_by: str | None = None) -> Response:
         keys, aliases = body.get("keys"), body.get("key_aliases")
         if keys is None and aliases is None:
             return detail(["body"], "value_error",
@@ -424,8 +459,10 @@ class KeyStore:
                     return error(403, "You are not authorized to delete this key", "auth_error", None)
             for token in found:
                 row = self._remove(token)
-                self.deleted[token] = {**row, "deleted_at": _iso(self.now()),
-                                       "deleted_by": MASTER_USER_ID if caller == "master" else caller}
+                self.deleted[token] = {**row, "id": str(uuid.uuid4()), "deleted_at": _iso(self.now()),
+                                       "deleted_by": MASTER_USER_ID if caller == "master" else row.get("user_id"),
+                                       "deleted_by_api_key": "litellm_proxy_master_key" if caller == "master"
+                                       else caller, "litellm_changed_by": changed_by}
         return 200, {"deleted_keys": keys if keys is not None else aliases}
 
     def set_blocked(self, caller: str, body: dict[str, Any], blocked: bool) -> Response:
@@ -433,14 +470,18 @@ class KeyStore:
         if not isinstance(key, str):
             return detail(["body", "key"], "missing", "Field required")
         if not _BLOCKABLE.match(key):
-            return error(400, "Invalid key format.", "bad_request_error", None)
+            return error(400, "Invalid key format.", "bad_request_error", "key")
         with self.lock:
             row = self.rows.get(self._resolve(key))
             if row is None:
                 return error(404, "Key not found.", "not_found_error", "key")
             row["blocked"] = blocked
-            row["updated_at"] = _iso(self.now())
-            return 200, dict(row)
+            row["updated_at"] = row["settings_updated_at"] = _iso(self.now())
+            if not blocked:  # unblock answers with the table row; block with LiteLLM's token model
+                return 200, dict(row)
+            view = {**row, "org_id": row.get("organization_id"), "litellm_budget_table": None,
+                    "object_permission": None}
+            return 200, {k: view.get(k) for k in _BLOCK_FIELDS}
 
     # ------------------------------------------------------------ models (§7)
 
