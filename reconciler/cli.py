@@ -7,12 +7,13 @@ stdout carries the plan, JSON or results; stderr carries logs and errors. Exit c
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,7 @@ from .roster import Roster, load_roster
 from .timeutil import parse_instant, utcnow
 
 log = logging.getLogger("reconciler")
+_REDACT: list[str] = []  # credentials this process holds, removed from anything it prints
 
 
 class _RedactingFilter(logging.Filter):
@@ -79,28 +81,80 @@ def _expand_headers(headers: dict[str, str]) -> dict[str, str]:
 @dataclass
 class Context:
     roster: Roster
-    client: LiteLLMClient
-    proxy_url: str
+    client: LiteLLMClient  # connected to the proxy (through a port-forward, when there is one)
+    proxy_url: str  # the proxy's stable address: for key files, reports and the lock
     clock: Callable[[], datetime]
+    kube_api: Any = None  # set when the roster reaches the proxy or its master key through Kubernetes
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        for close in self.closers:
+            close()
+
+    def lock(self) -> Any:
+        """One apply per proxy: a Lease where the roster uses Kubernetes, else a local lock file."""
+        from .lock import FileLock, lock_path
+
+        local = FileLock(lock_path(self.proxy_url))
+        kube = self.roster.kubernetes
+        if self.kube_api is None or kube is None:
+            return local
+        from .kube import LeaseLock
+
+        # Named for the Service (or URL), not the local port-forward address, which changes every run.
+        target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
+        return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", local.holder)
+
+
+def _explicit_url(args: argparse.Namespace, roster: Roster) -> str | None:
+    url = args.proxy_url or os.environ.get("LITELLM_PROXY_URL") or roster.proxy_url
+    return url.rstrip("/") if url else None
 
 
 def _proxy_url(args: argparse.Namespace, roster: Roster) -> str:
-    url = args.proxy_url or os.environ.get("LITELLM_PROXY_URL") or roster.proxy_url
+    url = _explicit_url(args, roster) or (f"kubernetes:{roster.kubernetes.namespace}/{roster.kubernetes.service}"
+                                          if roster.kubernetes and roster.kubernetes.service else None)
     if not url:
-        raise ConfigError("no proxy URL: set proxy.url in the roster, LITELLM_PROXY_URL, or --proxy-url")
-    return url.rstrip("/")
+        raise ConfigError("no proxy URL: set proxy.url or proxy.kubernetes.service in the roster, "
+                          "LITELLM_PROXY_URL, or --proxy-url")
+    return url
 
 
 def _context(args: argparse.Namespace) -> Context:
     roster = load_roster(args.roster)
-    url = _proxy_url(args, roster)
+    kube = roster.kubernetes
+    api = None
+    if kube is not None:
+        from .kube import api_client
+
+        api = api_client(getattr(args, "kube_context", None) or kube.context)
+    closers: list[Callable[[], None]] = []
+    url = public_url = _explicit_url(args, roster)
+    if url is None and kube is not None and kube.service:
+        from .kube import proxy_url
+
+        url, public_url, forward = proxy_url(api, kube)
+        if forward is not None:
+            closers.append(forward.close)
+    if url is None or public_url is None:
+        _proxy_url(args, roster)  # raises the message naming every way to set it
+        raise AssertionError("unreachable")
     master = os.environ.get("LITELLM_MASTER_KEY", "")
+    if not master and kube is not None and kube.secret_name:
+        from .kube import read_secret
+
+        master = read_secret(api, kube.namespace, kube.secret_name, kube.secret_key or "")
     if not master:
-        raise ConfigError("LITELLM_MASTER_KEY is not set: export the proxy's master key (from your secret store) "
-                          "before running plan or apply")
+        raise ConfigError("LITELLM_MASTER_KEY is not set: export the proxy's master key (from your secret store), "
+                          "or name its Kubernetes Secret in proxy.kubernetes.master_key_secret")
     client = LiteLLMClient(url, master, headers=_expand_headers(roster.proxy_headers), actor=actor(),
                            verify=args.ca_bundle or True, timeout=args.timeout)
-    return Context(roster, client, url, _clock())
+    _REDACT.append(master)  # it may have come from a Secret: keep it out of every message this process prints
+    return Context(roster, client, public_url, _clock(), api, closers)
 
 
 def check_models(roster: Roster, catalog: ModelCatalog) -> None:
@@ -142,7 +196,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     roster = load_roster(args.roster)
     if not args.offline:
         ctx = _context(args)
-        with ctx.client:
+        with ctx:
             check_models(roster, ModelCatalog.from_model_info(ctx.client.model_info()))
     where = "offline" if args.offline else "against the proxy's models"
     print(f"{args.roster}: valid ({len(roster.developers)} developers; checked {where})")
@@ -151,7 +205,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     ctx = _context(args)
-    with ctx.client:
+    with ctx:
         plan, _ = compute_plan(ctx, args)
     if args.out:
         Path(args.out).write_text(render(plan, "json", roster=args.roster, proxy_url=ctx.proxy_url), "utf-8")
@@ -179,15 +233,14 @@ def _check_reviewed(plan: Plan, args: argparse.Namespace) -> None:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from .lock import FileLock, lock_path
     from .safety import Brakes
 
     ctx = _context(args)
     sops = Sops()  # a missing or old sops is an error before anything changes
-    lock = FileLock(lock_path(ctx.proxy_url))
+    lock = ctx.lock()
     lock.acquire(args.lock_timeout)
     try:
-        with ctx.client:
+        with ctx:
             plan, _ = compute_plan(ctx, args)
             _check_reviewed(plan, args)
             sys.stdout.write(render(plan, "text", roster=args.roster, proxy_url=ctx.proxy_url))
@@ -212,10 +265,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_force_unlock(args: argparse.Namespace) -> int:
-    from .lock import FileLock, lock_path
-
     roster = load_roster(args.roster)
-    released = FileLock(lock_path(_proxy_url(args, roster))).force_unlock(args.lock_id)
+    if roster.kubernetes is not None:
+        with _context(args) as ctx:
+            released = ctx.lock().force_unlock(args.lock_id)
+    else:
+        from .lock import FileLock, lock_path
+
+        released = FileLock(lock_path(_proxy_url(args, roster))).force_unlock(args.lock_id)
     print(f"removed lock {released.id} held by {released.holder}")
     return 0
 
@@ -260,7 +317,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .status import render_status, status_rows
 
     ctx = _context(args)
-    with ctx.client:
+    with ctx:
         live = live_keys(ctx.client)
     sys.stdout.write(render_status(status_rows(ctx.roster, live, ctx.clock()), args.format))
     return 0
@@ -297,6 +354,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--proxy-url", help="the proxy (beats LITELLM_PROXY_URL and proxy.url)")
             p.add_argument("--ca-bundle", help="a CA bundle to verify the proxy's TLS certificate with")
             p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 15)")
+            p.add_argument("--kube-context", help="kubeconfig context (beats proxy.kubernetes.context)")
 
     def selection(p: argparse.ArgumentParser) -> None:
         p.add_argument("--only", nargs="+", metavar="NAME", help="limit to these developers")
@@ -370,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ReconcileError as exc:
-        print(f"error: {redact(str(exc), os.environ.get('LITELLM_MASTER_KEY', ''))}", file=sys.stderr)
+        print(f"error: {redact(str(exc), os.environ.get('LITELLM_MASTER_KEY', ''), *_REDACT)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

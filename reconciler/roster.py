@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from .errors import Problem, RosterError
+from .kube import KubeSettings
 from .recipients import recipient_problem
 from .timeutil import parse_duration, parse_instant
 
@@ -87,6 +88,7 @@ class Roster:
     model_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     proxy_url: str | None = None
     proxy_headers: dict[str, str] = field(default_factory=dict)
+    kubernetes: KubeSettings | None = None
 
     def developer(self, name: str) -> Developer | None:
         return self._by_name.get(name)
@@ -479,7 +481,16 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
         model_groups={name: tuple(members) for name, members in data.get("model_groups", {}).items()},
         proxy_url=proxy.get("url"),
         proxy_headers=dict(proxy.get("headers", {})),
+        kubernetes=_kube_settings(proxy.get("kubernetes")),
     )
+
+
+def _kube_settings(kube: dict | None) -> KubeSettings | None:
+    if not kube:
+        return None
+    secret = kube.get("master_key_secret") or {}
+    return KubeSettings(namespace=kube["namespace"], context=kube.get("context"), service=kube.get("service"),
+                        port=kube.get("port"), secret_name=secret.get("name"), secret_key=secret.get("key"))
 
 
 def load_roster(path: str | Path) -> Roster:
