@@ -132,7 +132,7 @@ def floor(url: str, n: int) -> float:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=60) as client:
         start = time.perf_counter()
         for page in range(1, pages + 1):
-            client.get("/key/list", params={**params, "page": page}).content
+            _ = client.get("/key/list", params={**params, "page": page}).content
         return time.perf_counter() - start
 
 
@@ -218,8 +218,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] + ([100_000] if args.large else [])
     report = {"machine": machine(), "plan": [bench_plan(n) for n in sizes], "apply": bench_apply(args.apply)}
-    print(f"machine: {report['machine']['cores']} cores, {report['machine']['cpu']}, Python {report['machine']['python']}")
-    print(f"{'N':>8} {'plan s':>8} {'requests':>9} {'budget':>7} {'peak MB':>8} {'floor s':>8} {'plan/floor':>10}  summary")
+    m = report["machine"]
+    print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}")
+    print(f"{'N':>8} {'plan s':>8} {'requests':>9} {'budget':>7} {'peak MB':>8} {'floor s':>8} {'plan/floor':>10}"
+          "  summary")
     for r in report["plan"]:
         print(f"{r['n']:>8} {r['wall_s']:>8.2f} {r['requests']:>9} {r['request_budget']:>7} {r['peak_rss_mb']:>8.0f} "
               f"{r['floor_s']:>8.3f} {r['plan_over_floor']:>10.2f}  {r['summary']}")

@@ -20,8 +20,20 @@ from .delivery import SUFFIX, Sops, refresh_fields, remove, token_of, write_atom
 from .errors import DeliveryError, ProxyError, ReconcileError
 from .litellm import LiteLLMClient
 from .live import LiveKey, managed_metadata
-from .plan import (Adopt, Change, Conflict, Create, Delete, Desired, Plan, Register, RemoveFile, Rotate, Update,
-                   file_document_fields)
+from .plan import (
+    Adopt,
+    Change,
+    Conflict,
+    Create,
+    Delete,
+    Desired,
+    Plan,
+    Register,
+    RemoveFile,
+    Rotate,
+    Update,
+    file_document_fields,
+)
 from .roster import RETIRING_SUFFIX, Roster
 from .timeutil import iso
 

@@ -25,7 +25,6 @@ from .catalog import ModelCatalog
 from .delivery import Sops, read_key_files
 from .errors import ConfigError, ModelError, ReconcileError, StalePlanError
 from .litellm import LiteLLMClient, redact
-from .live import LiveKey
 from .plan import Options, Plan, desired_models, diff
 from .render import render
 from .roster import Roster, load_roster
@@ -70,7 +69,7 @@ def _clock() -> Callable[[], datetime]:
 def _expand_headers(headers: dict[str, str]) -> dict[str, str]:
     out = {}
     for name, value in headers.items():
-        def lookup(m: re.Match[str]) -> str:
+        def lookup(m: re.Match[str], name: str = name) -> str:
             if m.group(1) not in os.environ:
                 raise ConfigError(f"proxy.headers.{name} uses ${{{m.group(1)}}}, which is not set in the environment")
             return os.environ[m.group(1)]
@@ -115,13 +114,8 @@ def _explicit_url(args: argparse.Namespace, roster: Roster) -> str | None:
     return url.rstrip("/") if url else None
 
 
-def _proxy_url(args: argparse.Namespace, roster: Roster) -> str:
-    url = _explicit_url(args, roster) or (f"kubernetes:{roster.kubernetes.namespace}/{roster.kubernetes.service}"
-                                          if roster.kubernetes and roster.kubernetes.service else None)
-    if not url:
-        raise ConfigError("no proxy URL: set proxy.url or proxy.kubernetes.service in the roster, "
-                          "LITELLM_PROXY_URL, or --proxy-url")
-    return url
+_NO_URL = ConfigError("no proxy URL: set proxy.url or proxy.kubernetes.service in the roster, LITELLM_PROXY_URL, "
+                      "or --proxy-url")
 
 
 def _context(args: argparse.Namespace) -> Context:
@@ -141,8 +135,7 @@ def _context(args: argparse.Namespace) -> Context:
         if forward is not None:
             closers.append(forward.close)
     if url is None or public_url is None:
-        _proxy_url(args, roster)  # raises the message naming every way to set it
-        raise AssertionError("unreachable")
+        raise _NO_URL
     master = os.environ.get("LITELLM_MASTER_KEY", "")
     if not master and kube is not None and kube.secret_name:
         from .kube import read_secret
@@ -179,14 +172,13 @@ def _options(args: argparse.Namespace, roster: Roster) -> Options:
                    only=frozenset(args.only) if args.only else None, no_delete=args.no_delete)
 
 
-def compute_plan(ctx: Context, args: argparse.Namespace) -> tuple[Plan, list[LiveKey]]:
+def compute_plan(ctx: Context, args: argparse.Namespace) -> Plan:
     catalog = ModelCatalog.from_model_info(ctx.client.model_info())
     check_models(ctx.roster, catalog)
     live = live_keys(ctx.client)
     files = read_key_files(ctx.roster.delivery_path)
-    plan = diff(ctx.roster, live, files, ctx.clock(), catalog=catalog, proxy_url=ctx.proxy_url,
+    return diff(ctx.roster, live, files, ctx.clock(), catalog=catalog, proxy_url=ctx.proxy_url,
                 options=_options(args, ctx.roster))
-    return plan, live
 
 
 # ---------------------------------------------------------------- commands
@@ -206,7 +198,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     ctx = _context(args)
     with ctx:
-        plan, _ = compute_plan(ctx, args)
+        plan = compute_plan(ctx, args)
     if args.out:
         Path(args.out).write_text(render(plan, "json", roster=args.roster, proxy_url=ctx.proxy_url), "utf-8")
     sys.stdout.write(render(plan, args.format, roster=args.roster, proxy_url=ctx.proxy_url))
@@ -241,7 +233,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     lock.acquire(args.lock_timeout)
     try:
         with ctx:
-            plan, _ = compute_plan(ctx, args)
+            plan = compute_plan(ctx, args)
             _check_reviewed(plan, args)
             sys.stdout.write(render(plan, "text", roster=args.roster, proxy_url=ctx.proxy_url))
             if plan.empty:
@@ -272,7 +264,10 @@ def cmd_force_unlock(args: argparse.Namespace) -> int:
     else:
         from .lock import FileLock, lock_path
 
-        released = FileLock(lock_path(_proxy_url(args, roster))).force_unlock(args.lock_id)
+        url = _explicit_url(args, roster)
+        if url is None:
+            raise _NO_URL
+        released = FileLock(lock_path(url)).force_unlock(args.lock_id)
     print(f"removed lock {released.id} held by {released.holder}")
     return 0
 

@@ -56,7 +56,8 @@ def api_client(context: str | None) -> Any:
     except ConfigException as exc:
         text = str(exc)
         if "context" in text.lower() and context:
-            raise KubeError(f"kubeconfig has no context {context!r} ({text}); see kubectl config get-contexts") from None
+            raise KubeError(f"kubeconfig has no context {context!r} ({text}); "
+                            "see kubectl config get-contexts") from None
         raise KubeError(f"no usable kubeconfig ({text}); set KUBECONFIG or create ~/.kube/config") from None
     except OSError as exc:
         raise KubeError(f"cannot read the kubeconfig: {exc.strerror}") from None

@@ -251,7 +251,8 @@ def _parse_with(loader_class: Any, text: str, filename: str) -> tuple[Any, _Loca
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             problem = exc.problem or exc.context or "invalid YAML"
-            raise RosterError([Problem(filename, line, col, "", f"YAML syntax error: {problem}; {_yaml_hint(problem)}")]) from None
+            message = f"YAML syntax error: {problem}; {_yaml_hint(problem)}"
+            raise RosterError([Problem(filename, line, col, "", message)]) from None
         except yaml.YAMLError as exc:
             raise RosterError([Problem(filename, 1, 1, "", f"YAML error: {exc}")]) from None
         if node is None:
@@ -338,7 +339,8 @@ def _schema_problems(data: Any, located: _Located, filename: str) -> list[Proble
             message = f"{_short(error.instance)} is not valid"
         if not hint and error.validator not in ("type", "uniqueItems", "const"):
             message = error.message
-        problems.append(Problem(filename, line, col, _field_name(path, data), f"{message}; {hint}" if hint else message))
+        text = f"{message}; {hint}" if hint else message
+        problems.append(Problem(filename, line, col, _field_name(path, data), text))
     return problems
 
 

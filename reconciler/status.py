@@ -67,18 +67,24 @@ def status_rows(roster: Roster, live: list[LiveKey], now: datetime) -> list[Stat
     return sorted(rows, key=lambda r: (r.developer, r.state != "active", r.alias or ""))
 
 
+def _spend(row: StatusRow) -> str:
+    if row.spend is None:
+        return ""
+    return f"{row.spend:g} / {row.max_budget if row.max_budget is not None else '-'}"
+
+
 def render_status(rows: list[StatusRow], fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"format_version": 1, "keys": [asdict(r) for r in rows]}, indent=2) + "\n"
     headers = ["developer", "state", "alias", "models", "age", "expires in", "rotation due", "spend / budget",
                "last active"]
     table = [[r.developer, r.state, r.alias or "", ", ".join(r.models), r.age or "", r.expires_in or "never",
-              r.rotation_due_in or "", "" if r.spend is None else f"{r.spend:g} / {r.max_budget if r.max_budget is not None else '-'}",
+              r.rotation_due_in or "", _spend(r),
               r.last_active or ""] for r in rows]
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table]) + "\n"
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     return "\n".join(lines) + "\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyrage
 import pytest
-
 from helpers import MASTER, NAMES, Person, Workspace, scan_for_secrets
+
 from reconciler.delivery import Sops
 from reconciler.sandbox import start_sandbox
 

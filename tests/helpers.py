@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,23 @@ def check_invariant(ws: Workspace, sandbox) -> None:
     assert len(canonical) == len(set(canonical)) == len(current)
     again = ws.run("plan", "--detailed-exitcode")
     assert again.rc == 0, again.stdout + again.stderr
+
+
+def raw_server(response: bytes) -> tuple[socket.socket, str]:
+    """A loopback server that answers every request with the given raw bytes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(response)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"

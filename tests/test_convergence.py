@@ -11,10 +11,11 @@ from pathlib import Path
 
 import httpx
 import pyrage
-from hypothesis import HealthCheck, settings, strategies as st
+from helpers import MASTER, Person, Workspace, check_invariant, scan_for_secrets
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from helpers import MASTER, Person, Workspace, check_invariant, scan_for_secrets
 from reconciler.delivery import read_key_files
 from reconciler.sandbox import Fault, start_sandbox
 from reconciler.timeutil import iso, utcnow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import check_invariant, managed_keys, sandbox_models
 
 TEAM = [{"name": "jane"}, {"name": "john"}]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import SOPS, managed_keys
+
 from reconciler.delivery import Sops, read_key_file, refresh_fields, token_of, write_atomic
 from reconciler.errors import DeliveryError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import managed_keys, sandbox_models
+from helpers import MASTER, managed_keys, sandbox_models
 
 OPUS, SONNET, SONNET_SHORT = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929", "claude-sonnet-4.5"
 TEAM = [{"name": "jane"}, {"name": "john", "models": [SONNET]}, {"name": "priya", "max_budget": 25}]
@@ -122,13 +122,13 @@ def test_json_and_markdown_plans(workspace, sandbox):
     assert json.loads((workspace.root / "plan.json").read_text())["checksum"] == data["checksum"]
     md = workspace.run("plan", "--format", "markdown").stdout
     assert "| `+` | jane | create | new in the roster |" in md
-    assert f"**Plan: 3 to create, 0 to rotate, 0 to update, 0 to delete.**" in md
+    assert "**Plan: 3 to create, 0 to rotate, 0 to update, 0 to delete.**" in md
 
 
 def test_unmanaged_keys_are_counted_never_touched(workspace, sandbox):
     import httpx
 
-    made = httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {'sk-test-master-key-0123456789'}"},
+    made = httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {MASTER}"},
                       json={"key_alias": "ci-bot", "models": [SONNET]}).json()
     workspace.known_secrets.append(made["key"])
     workspace.write_roster(TEAM)
@@ -157,6 +157,7 @@ def test_reviewed_plan_must_match(workspace, sandbox):
 
 def test_proxy_headers_from_roster_and_environment(tmp_path, people):
     from helpers import Workspace
+
     from reconciler.sandbox import start_sandbox
 
     token = "ingress-token-value-7f3a"
@@ -169,7 +170,8 @@ def test_proxy_headers_from_roster_and_environment(tmp_path, people):
         ws.roster.write_text(text)
         missing = ws.run("plan")
         assert missing.rc == 1
-        assert "proxy.headers.X-Ingress-Auth uses ${INGRESS_TOKEN}, which is not set in the environment" in missing.stderr
+        assert ("proxy.headers.X-Ingress-Auth uses ${INGRESS_TOKEN}, which is not set in the environment"
+                in missing.stderr)
         ok = ws.run("apply", "-vv", env=ws.env(INGRESS_TOKEN=token))
         assert ok.rc == 0, ok.stdout + ok.stderr
         assert token not in ok.stdout + ok.stderr

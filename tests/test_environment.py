@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 
 import pytest
+from helpers import MASTER, Workspace, managed_keys, raw_server
 
-from helpers import MASTER, Workspace, managed_keys
 from reconciler.sandbox import Fault, start_sandbox
 
 
@@ -24,26 +23,12 @@ def test_unreachable_proxy(workspace, sandbox):
 
 
 def test_proxy_that_answers_html(workspace, sandbox):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
     body = b"<!doctype html><title>Sign in</title>"
-
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-
-    threading.Thread(target=serve, daemon=True).start()
+    listener, url = raw_server(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     workspace.write_roster([{"name": "jane"}])
     with listener:
-        result = workspace.run("plan", "--proxy-url", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        result = workspace.run("plan", "--proxy-url", url)
     assert result.rc == 1
     assert "error: GET /model/info: HTTP 200: the proxy answered text/html, not JSON" in result.stderr
     assert "is the URL a LiteLLM proxy?" in result.stderr

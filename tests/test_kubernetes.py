@@ -8,8 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-
-from helpers import MASTER, Workspace, check_invariant, managed_keys
+from helpers import MASTER, Workspace, managed_keys
 from k8s_fake import Cluster, FakeApiServer
 
 NS, SECRET, KEY = "ai", "urbalurba-secrets", "LITELLM_PROXY_MASTER_KEY"

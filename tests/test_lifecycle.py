@@ -7,8 +7,8 @@ import json
 from datetime import timedelta
 
 import httpx
-
 from helpers import MASTER, check_invariant, managed_keys, sandbox_models
+
 from reconciler.timeutil import iso, utcnow
 
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
@@ -71,6 +71,7 @@ def test_recipient_change_rotates_to_the_new_recipient(workspace, sandbox, peopl
     secret = workspace.decrypt("jane", person="omar")
     assert sandbox_models(sandbox.url, secret) == [OPUS, SONNET]
     import subprocess
+
     from helpers import SOPS
     denied = subprocess.run([SOPS, "decrypt", str(workspace.keys / "jane.sops.yaml")], capture_output=True,
                             env={**workspace.env(), "SOPS_AGE_KEY_FILE": str(people["jane"].identity_file)})
@@ -84,7 +85,7 @@ def test_expiry_set_moved_and_passed(workspace, sandbox):
     row = managed_keys(sandbox)[0]
     assert row["expires"].startswith(first + "T23:59")
     plan = workspace.run("plan")
-    assert f"jane: key expires in" in plan.stdout and "No changes." in plan.stdout  # flagged within 14d
+    assert "jane: key expires in" in plan.stdout and "No changes." in plan.stdout  # flagged within 14d
 
     later = (utcnow() + timedelta(days=60)).date().isoformat()
     workspace.write_roster([{"name": "jane", "expires": later}])

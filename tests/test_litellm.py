@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import socket
-import threading
 
 import pytest
+from helpers import MASTER, raw_server
 
-from helpers import MASTER
 from reconciler.errors import AuthError, ProxyError
 from reconciler.litellm import LiteLLMClient
 from reconciler.sandbox import Fault, start_sandbox
@@ -93,29 +92,9 @@ def test_unreachable_proxy():
     assert "is the proxy running, and is the URL right?" in str(caught.value)
 
 
-def _raw_server(response: bytes):
-    """A loopback server that answers every request with the given raw bytes."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(response)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
-
-
 def test_html_answer_is_named():
     body = b"<html><body>Bad gateway page</body></html>"
-    listener, url = _raw_server(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: "
+    listener, url = raw_server(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: "
                                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
     with listener, LiteLLMClient(url, MASTER) as c:
         with pytest.raises(ProxyError) as caught:
@@ -125,7 +104,7 @@ def test_html_answer_is_named():
 
 
 def test_truncated_json_is_named():
-    listener, url = _raw_server(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n'
+    listener, url = raw_server(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n'
                                 b'Connection: close\r\n\r\n{"data": ')
     with listener, LiteLLMClient(url, MASTER) as c:
         with pytest.raises(ProxyError) as caught:

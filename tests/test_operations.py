@@ -8,8 +8,8 @@ import time
 
 import httpx
 import yaml
-
 from helpers import MASTER, RECONCILE, Workspace, check_invariant, managed_keys
+
 from reconciler.lock import FileLock, lock_path
 from reconciler.sandbox import Fault
 
@@ -116,11 +116,11 @@ def test_audit_trail_and_changed_by(workspace, sandbox):
     assert workspace.run("apply", env=workspace.env(RECONCILE_ACTOR="octocat")).rc == 0
     lines = [json.loads(line) for line in (workspace.root / "audit.jsonl").read_text().splitlines()]
     # The two creates run in parallel, so their lines come in either order.
-    assert sorted((l["change"], l["developer"], l["result"]) for l in lines[:2]) == [
+    assert sorted((e["change"], e["developer"], e["result"]) for e in lines[:2]) == [
         ("create", "dev-00", "ok"), ("create", "dev-01", "ok")]
     assert (lines[2]["change"], lines[2]["developer"], lines[2]["result"]) == ("delete", "dev-01", "ok")
-    assert {l["actor"] for l in lines} == {"octocat"}
-    assert all(len(l["token_prefix"] or "x" * 12) == 12 for l in lines if l["change"] == "delete")
+    assert {e["actor"] for e in lines} == {"octocat"}
+    assert len(lines[2]["token_prefix"]) == 12 and lines[2]["alias"] == "claude-code-dev-01"
     assert set(sandbox.server.changed_by) == {"octocat"}
 
 
@@ -146,7 +146,7 @@ def test_import_writes_a_roster_that_adopts_in_place(workspace, sandbox, people)
     plan = workspace.run("plan")
     assert "Plan: 0 to create, 0 to rotate, 2 to update, 0 to delete." in plan.stdout
     assert workspace.run("apply").rc == 0
-    for name, out in made.items():
+    for out in made.values():
         row = sandbox.store.rows[out["token"]]  # the same keys, now managed
         assert row["metadata"]["managed_by"] == "litellm-roster" and row["metadata"]["delivery"] == "external"
     assert workspace.run("plan", "--detailed-exitcode").rc == 0

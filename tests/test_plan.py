@@ -7,13 +7,24 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.catalog import ModelCatalog
 from reconciler.delivery import KeyFile
 from reconciler.live import LiveKey, managed_metadata
-from reconciler.plan import (Adopt, Conflict, Create, Delete, Options, Register, RemoveFile, Rotate, Update, diff,
-                             file_document_fields)
+from reconciler.plan import (
+    Adopt,
+    Create,
+    Delete,
+    Options,
+    Register,
+    RemoveFile,
+    Rotate,
+    Update,
+    diff,
+    file_document_fields,
+)
 from reconciler.roster import RETIRING_SUFFIX, Limits, parse_roster
 from reconciler.timeutil import iso
 
@@ -145,14 +156,17 @@ def test_rotate_instant_and_defaults_rotate():
     everyone = parse_roster(f"version: 1\nkeys:\n  alias: cc-{{name}}\n  admin_recipients: [{ADMIN}]\n"
                             f"defaults:\n  rotate: 2026-11-27T11:00:00Z\ndevelopers:\n{dev('jane')}{dev('john')}")
     files = {n: file_for(everyone, n) for n in ("jane", "john")}
-    plan = plan_of(everyone, [key("jane", created=NOW - timedelta(hours=2)), key("john", created=NOW - timedelta(hours=2))], files)
+    two_hours_ago = NOW - timedelta(hours=2)
+    plan = plan_of(everyone, [key("jane", created=two_hours_ago), key("john", created=two_hours_ago)], files)
     assert kinds(plan) == [("rotate", "jane"), ("rotate", "john")]
-    assert plan.changes[0].reason == "issued 2026-11-27T10:00:00Z, before the rotation requested for 2026-11-27T11:00:00Z"
+    assert plan.changes[0].reason == ("issued 2026-11-27T10:00:00Z, before the rotation requested for "
+                                      "2026-11-27T11:00:00Z")
 
 
 def test_missing_or_mismatched_file_or_new_recipient_rotates():
     r = roster(dev("jane"))
-    assert plan_of(r, [key("jane")], {}).changes[0].reason == "key file keys/jane.sops.yaml is missing: its secret is lost"
+    missing = plan_of(r, [key("jane")], {}).changes[0]
+    assert missing.reason == "key file keys/jane.sops.yaml is missing: its secret is lost"
     wrong = plan_of(r, [key("jane")], {"jane": file_for(r, "jane", token=tok("other"))})
     assert wrong.changes[0].reason == "key file keys/jane.sops.yaml does not hold the live key"
     moved = plan_of(r, [key("jane")], {"jane": file_for(r, "jane", recipients=(B, ADMIN))})

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import MASTER, RECONCILE
+
 from reconciler.errors import RosterError
 from reconciler.roster import load_roster, parse_roster
 
@@ -77,8 +77,9 @@ def test_example_roster_starts_with_the_schema_comment():
 
 
 def test_top_level_schema_is_the_packaged_one():
-    from reconciler.roster import schema
     import json
+
+    from reconciler.roster import schema
 
     assert json.loads((ROOT / "schema" / "roster.schema.json").read_text()) == schema()
 

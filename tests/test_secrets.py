@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from helpers import scan_for_secrets
+
 from reconciler.cli import _RedactingFilter
 from reconciler.litellm import redact
 

@@ -1,7 +1,8 @@
 """HTTP for the sandbox: stdlib ThreadingHTTPServer with keep-alive, so it needs nothing beyond the tool itself.
 
 Besides LiteLLM's routes it serves a few of its own under /_sandbox/ (master key only), for tests and demos: move the
-clock, read request counts, seed keys in bulk, and inject faults (HTTP errors, delays, connection resets before or after the work).
+clock, read request counts, seed keys in bulk, and inject faults (HTTP errors, delays, connection resets before or
+after the work).
 """
 
 from __future__ import annotations

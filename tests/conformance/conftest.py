@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from helpers import MASTER, Workspace, scan_for_secrets
 
 HERE = Path(__file__).parent

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-
 from helpers import MASTER
+
 from reconciler.sandbox import start_sandbox
 from reconciler.sandbox.server import load_models
 
@@ -107,7 +106,8 @@ def differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
                 out.extend(differences(ours[key], theirs[key], f"{path}.{key}"))
         return out
     if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        return [d for i, (a, b) in enumerate(zip(ours, theirs)) for d in differences(a, b, f"{path}[{i}]")]
+        pairs = enumerate(zip(ours, theirs, strict=True))
+        return [d for i, (a, b) in pairs for d in differences(a, b, f"{path}[{i}]")]
     return [] if ours == theirs else [f"{path}: sandbox {str(ours)[:80]!r} != LiteLLM {str(theirs)[:80]!r}"]
 
 
@@ -125,7 +125,7 @@ def test_sandbox_answers_as_litellm_does(litellm):
         ours = run(sandbox.url)
     theirs = run(litellm.url)
     report = []
-    for (name, status_a, body_a), (_, status_b, body_b) in zip(ours, theirs):
+    for (name, status_a, body_a), (_, status_b, body_b) in zip(ours, theirs, strict=True):
         if status_a != status_b:
             report.append(f"{name}: status sandbox {status_a} != LiteLLM {status_b} ({str(body_b)[:160]})")
             continue

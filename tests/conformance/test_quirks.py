@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from helpers import MASTER
+
 from reconciler.errors import ProxyError
 from reconciler.litellm import LiteLLMClient
 

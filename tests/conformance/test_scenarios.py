@@ -3,10 +3,6 @@ auth (the same tool, the same real sops and age identities)."""
 
 from __future__ import annotations
 
-import httpx
-
-
-
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
 TEAM = [{"name": "jane"}, {"name": "john", "models": [SONNET]}, {"name": "priya"}]
 
