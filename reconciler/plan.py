@@ -156,6 +156,7 @@ class Plan:
     roster_sha256: str = ""
     live_fingerprint: str = ""
     now: datetime | None = None
+    expiring: tuple[tuple[str, datetime], ...] = ()  # (developer, expiry) within keys.expiry_warning
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -191,7 +192,8 @@ class Plan:
                 "live_fingerprint": self.live_fingerprint, "checksum": self.checksum,
                 "computed_at": iso(self.now), "summary": self.summary,
                 "managed_keys": self.managed_count, "unmanaged_keys": self.unmanaged_count,
-                "changes": [c.data for c in self.changes], "warnings": list(self.warnings)}
+                "changes": [c.data for c in self.changes], "warnings": list(self.warnings),
+                "expiring_soon": [{"developer": name, "expires": iso(when)} for name, when in self.expiring]}
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,7 @@ def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: da
 
     changes: list[Change] = []
     warnings: list[str] = []
+    expiring: list[tuple[str, datetime]] = []
     selected = (lambda name: True) if options.only is None else (lambda name: name in options.only)
 
     for name in sorted(desired):
@@ -358,6 +361,7 @@ def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: da
         if action is not None:
             changes.append(action)
         if want.expires is not None and want.expires - now <= roster.keys.expiry_warning:
+            expiring.append((name, want.expires))
             warnings.append(f"{name}: key expires in {humanize(want.expires - now)} ({iso(want.expires)})")
 
     gone = {n: k for n, k in current.items() if n not in desired}
@@ -384,7 +388,7 @@ def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: da
     managed = sum(len(v) for v in retiring.values()) + len(current) + len(extra_current)
     relevant = [k for k in live if k.managed or k.alias in aliases]  # what the plan was computed from
     return Plan(tuple(changes), tuple(warnings), managed, unmanaged + len(handmade), roster.sha256,
-                fingerprint(relevant), now)
+                fingerprint(relevant), now, tuple(expiring))
 
 
 def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,

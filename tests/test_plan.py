@@ -124,6 +124,7 @@ def test_expired_developer_is_deleted_at_the_exact_second():
     before = plan_of(r, live, files, now=NOW - timedelta(seconds=1))
     assert not any(c.kind == "delete" for c in before.changes)
     assert before.warnings == ("jane: key expires in 1s (2026-11-27T12:00:00Z)",)
+    assert before.data["expiring_soon"] == [{"developer": "jane", "expires": "2026-11-27T12:00:00Z"}]
     after = plan_of(r, live, files, now=NOW)
     assert kinds(after) == [("delete", "jane")]
     assert after.changes[0].reason == "access expired 2026-11-27T12:00:00Z" and after.changes[0].remove_file
