@@ -164,7 +164,7 @@ def check_models(roster: Roster, catalog: ModelCatalog) -> None:
 
 def _options(args: argparse.Namespace, roster: Roster) -> Options:
     names = {d.name for d in roster.developers}
-    for flag in ("only", "adopt", "replace"):
+    for flag in ("adopt", "replace"):  # --only may name a developer who left, to delete just their key
         for name in getattr(args, flag, None) or []:
             if name not in names:
                 raise ConfigError(f"--{flag} {name}: no developer of that name in {roster.path}")
