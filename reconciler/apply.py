@@ -94,9 +94,10 @@ class Applier:
             message = handler(change) or ""
             log.info("%s %s %s: done %s", change.symbol, change.kind, change.name, message)
             outcome = Outcome(change, True, message)
-        except ReconcileError as exc:
-            log.error("%s %s %s: failed: %s", change.symbol, change.kind, change.name, exc)
-            outcome = Outcome(change, False, str(exc))
+        except (ReconcileError, OSError) as exc:  # OSError: a key file that could not be written or removed
+            message = str(exc) if isinstance(exc, ReconcileError) else f"{type(exc).__name__}: {exc.strerror or exc}"
+            log.error("%s %s %s: failed: %s", change.symbol, change.kind, change.name, message)
+            outcome = Outcome(change, False, message)
         self._on_outcome(outcome)
         return outcome
 
@@ -126,7 +127,9 @@ class Applier:
             write_atomic(path, previous)
 
     def _register_key(self, want: Desired, secret: str, now: datetime) -> None:
-        """POST /key/generate with our own key. Looks before it posts: re-posting a live key is a silent no-op."""
+        """POST /key/generate with our own key (the plan established that its hash is not live: re-posting a live
+        key would be a silent no-op). If the post fails, look the hash up: a retry whose first attempt landed with
+        its answer lost meets "alias exists", yet the key is there."""
         token = token_of(secret)
         try:
             self.client.generate(self._generate_body(want, secret, now))

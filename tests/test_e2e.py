@@ -176,3 +176,13 @@ def test_proxy_headers_from_roster_and_environment(tmp_path, people):
         assert ok.rc == 0, ok.stdout + ok.stderr
         assert token not in ok.stdout + ok.stderr
         assert ws.decrypt("jane")
+
+
+def test_unwritable_delivery_dir_fails_the_change_cleanly(workspace, sandbox):
+    workspace.write_roster(TEAM[:1])
+    workspace.keys.write_text("a file where the key directory should be\n")  # fails for root too
+    result = workspace.run("apply")
+    assert result.rc == 1
+    assert "FAILED  +   jane: create: FileExistsError" in result.stdout
+    assert "Apply finished with failures: 0 done, 1 failed." in result.stdout
+    assert managed_keys(sandbox) == []  # no key without its file
