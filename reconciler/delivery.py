@@ -58,27 +58,27 @@ def read_key_files(directory: Path) -> dict[str, KeyFile]:
     """Every <name>.sops.yaml in the directory, by developer name.
 
     The sops block (mostly armoured age stanzas) is nine tenths of a key file and slow to build as YAML. For files
-    of the shape sops writes, only the part above it is parsed, all files in one YAML stream (one parser, not
-    thousands), and the recipients are read from their lines. Anything else, or any doubt, gets a full parse."""
+    of the shape sops writes, the part above it is read by a strict line reader and the recipients from their
+    lines; anything else, or any doubt, gets a full YAML parse."""
     if not directory.is_dir():
         return {}
-    paths = {path.name[: -len(SUFFIX)]: path for path in sorted(directory.glob("*" + SUFFIX))}
-    heads: dict[str, tuple[str, list[str]]] = {}
-    for name, path in paths.items():
-        try:
-            head, marker, tail = path.read_text("utf-8").partition(_SOPS_BLOCK)
-        except (OSError, UnicodeDecodeError):
-            continue
-        found = _RECIPIENT_LINE.findall(tail) if marker else []
-        if found and "\n---" not in head and not head.startswith("---"):
-            heads[name] = (head, [r.strip("'\"") for r in found])
-    parsed: dict[str, Any] = {}
-    for name, (head, recipients) in heads.items():
-        doc = _simple_mapping(head)
-        if doc is not None:
-            parsed[name] = {**doc, "sops": {"age": [{"recipient": r} for r in recipients]}}
-    return {name: _key_file(name, path, parsed[name]) if name in parsed else read_key_file(name, path)
-            for name, path in paths.items()}
+    out = {}
+    for path in sorted(directory.glob("*" + SUFFIX)):
+        name = path.name[: -len(SUFFIX)]
+        out[name] = _fast_key_file(name, path) or read_key_file(name, path)
+    return out
+
+
+def _fast_key_file(name: str, path: Path) -> KeyFile | None:
+    try:
+        head, marker, tail = path.read_text("utf-8").partition(_SOPS_BLOCK)
+    except (OSError, UnicodeDecodeError):
+        return None
+    recipients = _RECIPIENT_LINE.findall(tail) if marker else []
+    doc = _simple_mapping(head) if recipients else None
+    if doc is None:
+        return None
+    return _key_file(name, path, {**doc, "sops": {"age": [{"recipient": r.strip("'\"")} for r in recipients]}})
 
 
 _TOP_LINE = re.compile(r"^([a-z_][a-z0-9_]*):(?: (.*))?$")

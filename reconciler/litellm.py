@@ -6,7 +6,6 @@ Every route and quirk used here is in CONTRACT.md; section numbers are cited whe
 from __future__ import annotations
 
 import logging
-import math
 import random
 import re
 import time
@@ -128,7 +127,7 @@ class LiteLLMClient:
                     log.debug("%s: %s; retrying", route_name, type(exc).__name__)
                     self._sleep_before_retry(attempt, None)
                     continue
-                raise ProxyError(route_name, None, self._describe_transport_error(exc)) from None
+                raise ProxyError(route_name, None, self._describe_transport_error(exc, attempts)) from None
             if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
                 log.debug("%s: HTTP %s; retrying", route_name, response.status_code)
                 self._sleep_before_retry(attempt, response)
@@ -144,14 +143,14 @@ class LiteLLMClient:
         error_type = AuthError if response.status_code in (401, 403) and auth is None else ProxyError
         raise error_type(route_name, response.status_code, message)
 
-    def _describe_transport_error(self, exc: httpx.TransportError) -> str:
+    def _describe_transport_error(self, exc: httpx.TransportError, attempts: int) -> str:
         text = redact(str(exc) or type(exc).__name__, self._master_key, *self._extra_secrets)
         if isinstance(exc, httpx.ConnectError):
             if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
                 return f"TLS failed for {self.base_url}: {text}; check the certificate, or pass --ca-bundle"
             return f"cannot connect to {self.base_url} ({text}); is the proxy running, and is the URL right?"
         if isinstance(exc, httpx.TimeoutException):
-            return f"timed out talking to {self.base_url} after {self.MAX_ATTEMPTS} attempts"
+            return f"timed out talking to {self.base_url} after {attempts} attempt{'s' if attempts > 1 else ''}"
         return f"{type(exc).__name__} talking to {self.base_url}: {text}"
 
     # ------------------------------------------------------------ reads
@@ -186,10 +185,7 @@ class LiteLLMClient:
             with ThreadPoolExecutor(min(self.LIST_CONCURRENCY, pages - 1)) as pool:
                 for body in pool.map(self._list_page, range(2, pages + 1)):
                     keys.extend(body["keys"])
-        total = int(first.get("total_count") or len(keys))
-        if pages != math.ceil(total / self.PAGE_SIZE):
-            log.debug("total_pages %s disagrees with total_count %s", pages, total)
-        return keys, total
+        return keys, int(first.get("total_count") or len(keys))
 
     def model_info(self) -> list[dict[str, Any]]:
         body = self.request("GET", "/model/info")

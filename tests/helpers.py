@@ -3,7 +3,6 @@ delivery invariant."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -115,10 +114,6 @@ def sandbox_models(sandbox_url: str, secret: str) -> list[str] | int:
 
 def managed_keys(sandbox) -> list[dict[str, Any]]:
     return [r for r in sandbox.store.rows.values() if (r.get("metadata") or {}).get("managed_by") == "litellm-roster"]
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=1, default=str)
 
 
 def check_invariant(ws: Workspace, sandbox) -> None:

@@ -143,10 +143,9 @@ class KeyStore:
         if row.get("blocked"):
             return None, error(401, "Authentication Error, Key is blocked. Update via `/key/unblock` if you're "
                                     "an admin.", "auth_error", "None")
-        expires = row.get("expires")
-        if expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) < self.now():
-            return None, error(401, f"Authentication Error - Expired Key. Key Expiry time {expires} and current "
-                                    f"time {_iso(self.now())}", "expired_key", f"sk-...{token[-4:]}")
+        if self._expired(row):
+            return None, error(401, f"Authentication Error - Expired Key. Key Expiry time {row['expires']} and "
+                                    f"current time {_iso(self.now())}", "expired_key", f"sk-...{token[-4:]}")
         if route in ("/key/generate", "/key/update", "/key/delete", "/key/block", "/key/unblock") \
                 and row.get("user_id") is None:
             return None, error(401, "Authentication Error, Only proxy admin can be used to generate, delete, "
@@ -291,10 +290,11 @@ class KeyStore:
     def _status(self, row: dict[str, Any]) -> str:
         if row.get("blocked"):
             return "revoked"
+        return "expired" if self._expired(row) else "active"
+
+    def _expired(self, row: dict[str, Any]) -> bool:
         expires = row.get("expires")
-        if expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) < self.now():
-            return "expired"
-        return "active"
+        return bool(expires) and datetime.fromisoformat(expires.replace("Z", "+00:00")) < self.now()
 
     def info(self, caller: str, key: str | None) -> Response:
         token = self._resolve(key) if key else caller
