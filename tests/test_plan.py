@@ -357,3 +357,23 @@ def test_any_plan_applied_converges(scenario):
     assert untouched <= {k.token for k in after_live}  # keys the tool does not manage are never removed
     by_alias = [k.alias for k in after_live if k.alias]
     assert len(by_alias) == len(set(by_alias))  # aliases stay unique
+
+
+def test_alias_pairs_from_litellms_recorded_model_info():
+    """The pair in LiteLLM's own /model/info answer (recorded from a real proxy)."""
+    import json
+
+    recorded = json.loads((Path(__file__).parent / "data" / "litellm" / "responses" / "model_info_master.json")
+                          .read_text())
+    catalog = ModelCatalog.from_model_info(recorded["body"]["data"])
+    assert catalog.aliases_of("claude-sonnet-4.5") == {"claude-sonnet-4.5", "claude-sonnet-4-5-20250929"}
+    r = roster(dev("jane", "[claude-sonnet-4.5, claude-3-opus-20240229]"))
+    plan = diff(r, [], {}, NOW, catalog=catalog)
+    assert plan.warnings == (
+        "jane: claude-sonnet-4.5 and claude-sonnet-4-5-20250929 are the same model on this proxy; clients asking "
+        "for claude-sonnet-4-5-20250929 will be refused (grant it too, or set keys.grant_model_aliases: true)",)
+    granted = roster(dev("jane", "[claude-sonnet-4.5]"), keys="  grant_model_aliases: true\n")
+    assert diff(granted, [], {}, NOW, catalog=catalog).changes[0].desired.models == (
+        "claude-sonnet-4-5-20250929", "claude-sonnet-4.5")
+    assert catalog.unknown_message("anthropic/claude-sonnet-4-5-20250929") == (
+        "anthropic/claude-sonnet-4-5-20250929 is not served by this proxy; did you mean claude-sonnet-4-5-20250929?")
