@@ -170,3 +170,36 @@ def test_fast_reader_leaves_typed_scalars_to_yaml():
     for text in ("1e5", "sk-abc", "a:b", "ENC[AES256_GCM,data:x,type:str]", "v1.2.3", "-x", "@x", "12:30"):
         got = _simple_mapping(f"t: {text}\n")
         assert got is None or got == yaml.safe_load(f"t: {text}\n"), text  # defers, or agrees with YAML
+
+
+def test_a_key_that_does_not_see_its_models_is_a_failed_change(tmp_path, sandbox, sops, people):
+    """The proof step: after registering, apply calls /v1/models with the new key itself. Here someone narrows
+    the key between registration and proof; apply must report it, not call it done."""
+    from datetime import datetime, timezone
+
+    from helpers import MASTER
+
+    from reconciler.apply import Applier
+    from reconciler.litellm import LiteLLMClient
+    from reconciler.plan import diff
+    from reconciler.roster import parse_roster
+
+    text = (f"version: 1\nkeys:\n  alias: cc-{{name}}\ndefaults:\n  models: [claude-3-opus-20240229]\n"
+            f"developers:\n  - name: jane\n    recipient: {people['jane'].recipient}\n")
+    roster_path = tmp_path / "roster.yaml"
+    roster_path.write_text(text)
+    roster = parse_roster(text, str(roster_path))
+
+    def narrow(step: str, name: str) -> None:
+        if step == "after-register":
+            for row in sandbox.store.rows.values():
+                row["models"] = ["claude-sonnet-4.5"]
+
+    with LiteLLMClient(sandbox.url, MASTER) as client:
+        now = datetime.now(timezone.utc)
+        plan = diff(roster, [], {}, now)
+        (outcome,) = Applier(roster, client, sops, proxy_url=sandbox.url, clock=lambda: now, hooks=narrow).run(plan)
+    assert not outcome.ok
+    assert outcome.message == ("GET /v1/models: HTTP 200: the new key sees ['claude-sonnet-4.5'], not the roster's "
+                               "['claude-3-opus-20240229']")
+    assert (tmp_path / "keys" / "jane.sops.yaml").exists()  # the key is live, so its file stays: the next plan fixes it
