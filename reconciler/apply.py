@@ -194,8 +194,8 @@ class Applier:
         want, old = change.desired, change.old
 
         def retire_old() -> None:
-            for token in change.drop:
-                self.client.delete([token])
+            if change.drop:
+                self.client.delete(list(change.drop))
             if change.retire_at is None:
                 self.client.delete([old.token])
             else:
@@ -228,10 +228,9 @@ class Applier:
     def _update(self, change: Update) -> str:
         want, key = change.desired, change.key
         fields = {name for name, _, _ in change.fields}
-        body: dict[str, Any] = {"key": key.token}
-        for name in fields - {"expires", "blocked"}:
-            body[name] = list(want.models) if name == "models" else (
-                want.alias if name == "key_alias" else want.name if name == "user_id" else getattr(want.limits, name))
+        # The plan's "after" values are what LiteLLM stores; expiry goes as a duration, blocked through its routes.
+        body: dict[str, Any] = {"key": key.token, **{name: after for name, _, after in change.fields
+                                                     if name not in ("expires", "blocked")}}
         if "expires" in fields:
             body["duration"] = _duration_until(want.expires, self.clock())
         if len(body) > 1:

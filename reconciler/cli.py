@@ -96,17 +96,16 @@ class Context:
 
     def lock(self) -> Any:
         """One apply per proxy: a Lease where the roster uses Kubernetes, else a local lock file."""
-        from .lock import FileLock, lock_path
+        from .lock import FileLock, default_holder, lock_path
 
-        local = FileLock(lock_path(self.proxy_url))
         kube = self.roster.kubernetes
         if self.kube_api is None or kube is None:
-            return local
+            return FileLock(lock_path(self.proxy_url))
         from .kube import LeaseLock
 
         # Named for the Service (or URL), not the local port-forward address, which changes every run.
         target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
-        return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", local.holder)
+        return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", default_holder())
 
 
 def _explicit_url(args: argparse.Namespace, roster: Roster) -> str | None:

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class KubeError(ReconcileError):
-    pass
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the API's HTTP status, when the error came from one
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,16 @@ def _call(what: str, verb: str, resource: str, namespace: str, fn: Callable[[], 
         return fn()
     except ApiException as exc:
         if exc.status == 403:
-            raise KubeError(f"forbidden: may not {verb} {resource} in namespace {namespace} ({what}); grant it "
-                            "in the Role (see deploy/rbac.yaml)") from None
-        if exc.status == 401:
-            raise KubeError(f"the Kubernetes API refused the credentials ({what}); check the kubeconfig user or "
-                            "the service account token") from None
-        if exc.status == 404:
-            raise KubeError(f"{what}: not found in namespace {namespace}") from None
-        raise KubeError(f"{what}: Kubernetes API answered {exc.status} {exc.reason}") from None
+            message = (f"forbidden: may not {verb} {resource} in namespace {namespace} ({what}); grant it in the "
+                       "Role (see deploy/rbac.yaml)")
+        elif exc.status == 401:
+            message = (f"the Kubernetes API refused the credentials ({what}); check the kubeconfig user or the "
+                       "service account token")
+        elif exc.status == 404:
+            message = f"{what}: not found in namespace {namespace}"
+        else:
+            message = f"{what}: Kubernetes API answered {exc.status} {exc.reason}"
+        raise KubeError(message, exc.status) from None
     except OSError as exc:
         raise KubeError(f"{what}: cannot reach the Kubernetes API server ({type(exc).__name__})") from None
     except Exception as exc:  # urllib3's MaxRetryError and friends: the API server is not there
@@ -262,8 +266,9 @@ class LeaseLock:
             _call("Lease", "create", "leases", self.namespace,
                   lambda: self.coordination.create_namespaced_lease(self.namespace, self._body()))
             return None
-        except KubeError:
-            pass
+        except KubeError as exc:
+            if exc.status != 409:  # only "already exists" means someone holds it; forbidden and the rest are errors
+                raise
         current = _call(f"Lease {self.name}", "get", "leases", self.namespace,
                         lambda: self.coordination.read_namespaced_lease(self.name, self.namespace))
         spec = current.spec

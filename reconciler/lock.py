@@ -51,6 +51,12 @@ class LockRecord:
         return False
 
 
+def default_holder() -> str:
+    """Who holds a lock, as its message names them: actor, host and process."""
+    who = os.environ.get("RECONCILE_ACTOR") or os.environ.get("USER") or "unknown"
+    return f"{who}@{socket.gethostname()} pid {os.getpid()}"
+
+
 def lock_path(proxy_url: str) -> Path:
     root = Path(os.environ.get("RECONCILE_LOCK_DIR") or tempfile.gettempdir())
     return root / f"litellm-roster-{hashlib.sha256(proxy_url.encode()).hexdigest()[:16]}.lock"
@@ -62,8 +68,7 @@ class FileLock:
     def __init__(self, path: Path, holder: str | None = None, ttl: float | None = None):
         self.path = path
         self.ttl = ttl or self.TTL
-        self.holder = holder or f"{os.environ.get('RECONCILE_ACTOR') or os.environ.get('USER') or 'unknown'}@" \
-                                f"{socket.gethostname()} pid {os.getpid()}"
+        self.holder = holder or default_holder()
         self.record: LockRecord | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None

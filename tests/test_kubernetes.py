@@ -166,3 +166,13 @@ def test_deploy_manifests_grant_exactly_what_the_tool_uses():
     spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == "litellm-roster" and cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert spec["containers"][0]["args"][:2] == ["plan", "--detailed-exitcode"]
+
+
+def test_lease_create_forbidden_is_named_not_mistaken_for_a_held_lock(workspace, sandbox, cluster, tmp_path):
+    c, server = cluster
+    kube_roster(workspace, url=False)
+    c.forbidden.add(("create", "leases"))
+    result = workspace.run("apply", env=env(workspace, server, tmp_path))
+    assert result.rc == 1
+    assert result.stderr.startswith("error: forbidden: may not create leases in namespace ai (Lease); grant it")
+    assert managed_keys(sandbox) == []
