@@ -1,5 +1,5 @@
 """Carry a Plan out, in the order that never leaves a developer without a working key, and never a key without
-its file (DESIGN.md "Creating a key without ever losing it").
+its file (docs/design.md, "Creating a key without ever losing it").
 
 A create: make the secret here, write the encrypted key file atomically, only then register the key with `key` set,
 then prove it works by calling /v1/models with it. A crash between any two steps leaves something the next plan
@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from .delivery import SUFFIX, Sops, refresh_fields, remove, token_of, write_atomic
-from .errors import DeliveryError, ProxyError, ReconcileError
+from .delivery import Sops, clean_temp_files, refresh_fields, remove, write_atomic
+from .errors import ProxyError, ReconcileError
 from .litellm import LiteLLMClient
-from .live import LiveKey, managed_metadata
+from .live import managed_metadata
 from .plan import (
     Adopt,
     Change,
@@ -28,12 +28,12 @@ from .plan import (
     Delete,
     Desired,
     Plan,
-    Register,
     RemoveFile,
     Rotate,
     Update,
     file_document_fields,
 )
+from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
 from .roster import RETIRING_SUFFIX, Roster
 from .timeutil import iso
 
@@ -54,7 +54,7 @@ def new_secret() -> str:
 
 
 def _duration_until(moment: datetime | None, now: datetime) -> str | None:
-    """LiteLLM takes only an offset from its own now (CONTRACT.md §1); None means never expires."""
+    """LiteLLM takes only an offset from its own now (docs/litellm.md); None means never expires."""
     if moment is None:
         return None
     return f"{max(1, round((moment - now).total_seconds()))}s"
@@ -77,7 +77,11 @@ class Applier:
     def path_for(self, name: str) -> Path:
         return self.directory / f"{name}{SUFFIX}"
 
+    def adoption_path(self, name: str) -> Path:
+        return self.directory / f"{name}{ADOPTED_SUFFIX}"
+
     def run(self, plan: Plan) -> list[Outcome]:
+        clean_temp_files(self.directory)
         outcomes: list[Outcome] = []
         for order in (0, 1, 2):
             batch = [c for c in plan.changes if c.order == order and not isinstance(c, Conflict)]
@@ -85,11 +89,12 @@ class Applier:
                 continue
             with ThreadPoolExecutor(self.WORKERS) as pool:
                 outcomes.extend(pool.map(self._one, batch))
+        clean_temp_files(self.directory)  # the first run made the directory: give it its .gitignore now
         return outcomes
 
     def _one(self, change: Change) -> Outcome:
         try:
-            handler = {Create: self._create, Register: self._register, Rotate: self._rotate, Adopt: self._adopt,
+            handler = {Create: self._create, Rotate: self._rotate, Adopt: self._adopt,
                        Update: self._update, Delete: self._delete, RemoveFile: self._remove_file}[type(change)]
             message = handler(change) or ""
             log.info("%s %s %s: done %s", change.symbol, change.kind, change.name, message)
@@ -105,7 +110,7 @@ class Applier:
 
     def _generate_body(self, want: Desired, secret: str, now: datetime) -> dict[str, Any]:
         body: dict[str, Any] = {"key": secret, "key_alias": want.alias, "models": list(want.models),
-                                "user_id": want.name, "metadata": managed_metadata(want.name),
+                                "user_id": want.user_id, "metadata": managed_metadata(want.name),
                                 "duration": _duration_until(want.expires, now), "blocked": want.blocked}
         body.update({k: v for k, v in want.limits.as_dict().items() if v is not None})
         return body
@@ -171,20 +176,6 @@ class Applier:
     def _create(self, change: Create) -> str:
         return self._issue(change.desired)
 
-    def _register(self, change: Register) -> str:
-        """Finish an interrupted create. Needs the plaintext: possible only where this run can decrypt (an admin
-        identity in SOPS_AGE_KEY_FILE). Otherwise issue a fresh key over the orphaned file: same end state."""
-        want = change.desired
-        try:
-            secret = self.sops.decrypt_api_key(self.path_for(want.name))
-        except DeliveryError:
-            return self._issue(want) + " (re-issued: this run cannot decrypt the orphaned key file)"
-        if token_of(secret) != change.token:
-            return self._issue(want) + " (re-issued: the key file's hash did not match its secret)"
-        self._register_key(want, secret, self.clock())
-        self._refresh_file(want, change.file_fields)
-        return self._verify(want, secret)
-
     def _refresh_file(self, want: Desired, names: tuple[str, ...]) -> None:
         if names:
             wanted = file_document_fields(want, self.proxy_url)
@@ -204,15 +195,19 @@ class Applier:
                 self.client.update({
                     "key": old.token, "key_alias": want.alias + RETIRING_SUFFIX,
                     "metadata": managed_metadata(want.name, base, retire_at=iso(change.retire_at)),
-                    "duration": _duration_until(change.retire_at, now), "user_id": want.name})
+                    "duration": _duration_until(change.retire_at, now), "user_id": want.user_id})
             self._hook("after-retire", want.name)
 
-        return self._issue(want, before_register=retire_old)
+        message = self._issue(want, before_register=retire_old)
+        remove(self.adoption_path(want.name))  # a key adopted in place is now a delivered one
+        return message
 
     def _adopt(self, change: Adopt) -> str:
         want, key = change.desired, change.key
         now = self.clock()
-        body = {"key": key.token, "key_alias": want.alias, "models": list(want.models), "user_id": want.name,
+        # The record first: a key marked as adopted without one would be an unproven claim, never changed again.
+        write_atomic(self.adoption_path(want.name), adoption_document(want.name, key.token, iso(now)))
+        body = {"key": key.token, "key_alias": want.alias, "models": list(want.models), "user_id": want.user_id,
                 "metadata": managed_metadata(want.name, key.metadata, delivery="external"),
                 "duration": _duration_until(want.expires, now), **want.limits.as_dict()}
         self.client.update(body)
@@ -242,14 +237,19 @@ class Applier:
 
     def _delete(self, change: Delete) -> str:
         self.client.delete([change.key.token])
+        if change.key.external and change.key.retire_at is None:
+            remove(self.adoption_path(change.name))
         if change.remove_file:
-            remove(self.path_for(change.name))
+            self._remove_own_file(change.name)
         return ""
 
     def _remove_file(self, change: RemoveFile) -> str:
-        remove(self.path_for(change.name))
+        self._remove_own_file(change.name)
         return ""
 
-
-def live_keys(client: LiteLLMClient) -> list[LiveKey]:
-    return [LiveKey.from_api(obj) for obj in client.list_keys()]
+    def _remove_own_file(self, name: str) -> None:
+        """Only a regular file that reads as this tool's key file for that developer, checked again now."""
+        path = self.path_for(name)
+        if path.is_symlink() or not path.is_file() or read_key_file(name, path).problem:
+            raise ReconcileError(f"{path.name} is not this tool's key file; left alone, remove it by hand")
+        remove(path)

@@ -11,18 +11,11 @@ from .apply import Outcome
 from .timeutil import iso, utcnow
 
 
-def actor() -> str:
-    """Who is applying: set RECONCILE_ACTOR, or CI's own variable is used."""
-    return (os.environ.get("RECONCILE_ACTOR") or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER")
-            or "litellm-roster")
-
-
 class AuditLog:
     """Appends a line as each change finishes, so a run killed half way still leaves the record of what it did."""
 
-    def __init__(self, path: Path, *, checksum: str, proxy_url: str):
-        self.path, self.checksum, self.proxy_url = path, checksum, proxy_url
-        self.actor = actor()
+    def __init__(self, path: Path, *, checksum: str, proxy_url: str, actor: str):
+        self.path, self.checksum, self.proxy_url, self.actor = path, checksum, proxy_url, actor
         self._lock = threading.Lock()
 
     def __call__(self, outcome: Outcome) -> None:

@@ -32,8 +32,8 @@ class ModelCatalog:
         return sorted(self.underlying)
 
     def serves(self, name: str) -> bool:
-        if name in self.underlying:
-            return True
+        if name in self.underlying or name in ("*", "all-proxy-models", "all-team-models"):
+            return True  # LiteLLM's own special names grant whatever the proxy serves
         # A wildcard model_name (anthropic/*) routes any matching name a client asks for.
         return any("*" in served and fnmatch.fnmatchcase(name, served) for served in self.underlying)
 

@@ -7,28 +7,17 @@ stdout carries the plan, JSON or results; stderr carries logs and errors. Exit c
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
-import re
 import sys
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .apply import Applier, live_keys
-from .audit import AuditLog, actor
-from .catalog import ModelCatalog
-from .delivery import Sops, read_key_files
-from .errors import ConfigError, ModelError, ReconcileError, StalePlanError
-from .litellm import LiteLLMClient, redact
-from .plan import Options, Plan, desired_models, diff
-from .render import render
-from .roster import Roster, load_roster
-from .timeutil import parse_instant, utcnow
+from .errors import ConfigError, ReconcileError
+from .litellm import redact
+from .roster import load_roster
+from .session import Session, Settings, check_reviewed, options_for
 
 log = logging.getLogger("reconciler")
 _REDACT: list[str] = []  # credentials this process holds, removed from anything it prints
@@ -38,7 +27,7 @@ class _RedactingFilter(logging.Filter):
     """Defence in depth: whatever a log call was handed, nothing shaped like a key reaches the output."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
+        record.msg = redact(record.getMessage(), *_REDACT)
         record.args = None
         return True
 
@@ -53,198 +42,80 @@ def _setup_logging(verbose: int) -> None:
     root.propagate = False
 
 
-def _clock() -> Callable[[], datetime]:
-    """RECONCILE_NOW pretends the time is another: for what-if plans and for tests that move a sandbox's clock."""
-    fixed = os.environ.get("RECONCILE_NOW")
-    if not fixed:
-        return utcnow
-    try:
-        start = parse_instant(fixed, end_of_day=False)
-    except ValueError:
-        raise ConfigError(f"RECONCILE_NOW={fixed!r} is not a time; use 2027-01-31T09:00:00Z") from None
-    offset = start - utcnow()
-    return lambda: utcnow() + offset
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_environment(proxy_url=getattr(args, "proxy_url", None),
+                                         kube_target=getattr(args, "kube_target", None),
+                                         kube_context=getattr(args, "kube_context", None),
+                                         ca_bundle=getattr(args, "ca_bundle", None),
+                                         timeout=getattr(args, "timeout", None))
+    _REDACT.extend(s for s in (settings.master_key, settings.viewer_key) if s)
+    return settings
 
 
-def _expand_headers(headers: dict[str, str]) -> dict[str, str]:
-    out = {}
-    for name, value in headers.items():
-        def lookup(m: re.Match[str], name: str = name) -> str:
-            if m.group(1) not in os.environ:
-                raise ConfigError(f"proxy.headers.{name} uses ${{{m.group(1)}}}, which is not set in the environment")
-            return os.environ[m.group(1)]
-        out[name] = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lookup, value)
-    return out
+def _session(args: argparse.Namespace, *, admin: bool = False, roster: Any = None) -> Session:
+    session = Session.open(roster or load_roster(args.roster), _settings(args), admin=admin)
+    _REDACT.extend(session.secrets)  # a key read from a Secret, header values
+    return session
 
 
-@dataclass
-class Context:
-    roster: Roster
-    client: LiteLLMClient  # connected to the proxy (through a port-forward, when there is one)
-    proxy_url: str  # the proxy's stable address: for key files, reports and the lock
-    clock: Callable[[], datetime]
-    kube_api: Any = None  # set when the roster reaches the proxy or its master key through Kubernetes
-    closers: list[Callable[[], None]] = field(default_factory=list)
-
-    def __enter__(self) -> Context:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
-        for close in self.closers:
-            close()
-
-    def lock(self) -> Any:
-        """One apply per proxy: a Lease where the roster uses Kubernetes, else a local lock file."""
-        from .lock import FileLock, default_holder, lock_path
-
-        kube = self.roster.kubernetes
-        if self.kube_api is None or kube is None:
-            return FileLock(lock_path(self.proxy_url))
-        from .kube import LeaseLock
-
-        # Named for the Service (or URL), not the local port-forward address, which changes every run.
-        target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
-        return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", default_holder())
-
-
-def _explicit_url(args: argparse.Namespace, roster: Roster) -> str | None:
-    url = args.proxy_url or os.environ.get("LITELLM_PROXY_URL") or roster.proxy_url
-    return url.rstrip("/") if url else None
-
-
-_NO_URL = ConfigError("no proxy URL: set proxy.url or proxy.kubernetes.service in the roster, LITELLM_PROXY_URL, "
-                      "or --proxy-url")
-
-
-def _context(args: argparse.Namespace) -> Context:
-    roster = load_roster(args.roster)
-    kube = roster.kubernetes
-    api = None
-    if kube is not None:
-        from .kube import api_client
-
-        api = api_client(getattr(args, "kube_context", None) or kube.context)
-    closers: list[Callable[[], None]] = []
-    url = public_url = _explicit_url(args, roster)
-    if url is None and kube is not None and kube.service:
-        from .kube import proxy_url
-
-        url, public_url, forward = proxy_url(api, kube)
-        if forward is not None:
-            closers.append(forward.close)
-    if url is None or public_url is None:
-        raise _NO_URL
-    master = os.environ.get("LITELLM_MASTER_KEY", "")
-    if not master and kube is not None and kube.secret_name:
-        from .kube import read_secret
-
-        master = read_secret(api, kube.namespace, kube.secret_name, kube.secret_key or "")
-    if not master:
-        raise ConfigError("LITELLM_MASTER_KEY is not set: export the proxy's master key (from your secret store), "
-                          "or name its Kubernetes Secret in proxy.kubernetes.master_key_secret")
-    client = LiteLLMClient(url, master, headers=_expand_headers(roster.proxy_headers), actor=actor(),
-                           verify=args.ca_bundle or True, timeout=args.timeout)
-    _REDACT.append(master)  # it may have come from a Secret: keep it out of every message this process prints
-    return Context(roster, client, public_url, _clock(), api, closers)
-
-
-def check_models(roster: Roster, catalog: ModelCatalog) -> None:
-    problems = []
-    for dev in roster.developers:
-        for name in desired_models(roster, dev, None):
-            if not catalog.serves(name):
-                problems.append(f"  {roster.path}:{dev.line}: developers ({dev.name}).models: "
-                                f"{catalog.unknown_message(name)}")
-    if problems:
-        raise ModelError("the roster grants models this proxy does not serve; nothing was changed:\n"
-                         + "\n".join(sorted(set(problems))))
-
-
-def _options(args: argparse.Namespace, roster: Roster) -> Options:
-    names = {d.name for d in roster.developers}
-    for flag in ("adopt", "replace"):  # --only may name a developer who left, to delete just their key
-        for name in getattr(args, flag, None) or []:
-            if name not in names:
-                raise ConfigError(f"--{flag} {name}: no developer of that name in {roster.path}")
-    return Options(adopt=frozenset(args.adopt or ()), replace=frozenset(args.replace or ()),
-                   only=frozenset(args.only) if args.only else None, no_delete=args.no_delete)
-
-
-def compute_plan(ctx: Context, args: argparse.Namespace) -> Plan:
-    catalog = ModelCatalog.from_model_info(ctx.client.model_info())
-    check_models(ctx.roster, catalog)
-    live = live_keys(ctx.client)
-    files = read_key_files(ctx.roster.delivery_path)
-    return diff(ctx.roster, live, files, ctx.clock(), catalog=catalog, proxy_url=ctx.proxy_url,
-                options=_options(args, ctx.roster))
+def _options(args: argparse.Namespace, roster: Any) -> Any:
+    return options_for(roster, adopt=args.adopt, replace=args.replace, only=args.only, no_delete=args.no_delete)
 
 
 # ---------------------------------------------------------------- commands
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .session import check_models
+
     roster = load_roster(args.roster)
     if not args.offline:
-        ctx = _context(args)
-        with ctx:
-            check_models(roster, ModelCatalog.from_model_info(ctx.client.model_info()))
+        with _session(args, roster=roster) as session:
+            check_models(roster, session.catalog())
     where = "offline" if args.offline else "against the proxy's models"
     print(f"{args.roster}: valid ({len(roster.developers)} developers; checked {where})")
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    ctx = _context(args)
-    with ctx:
-        plan = compute_plan(ctx, args)
+    from .render import render
+
+    with _session(args) as session:
+        plan = session.plan(_options(args, session.roster))
+        requests = session.client.stats.requests
     if args.out:
-        Path(args.out).write_text(render(plan, "json", roster=args.roster, proxy_url=ctx.proxy_url), "utf-8")
-    sys.stdout.write(render(plan, args.format, roster=args.roster, proxy_url=ctx.proxy_url))
-    log.info("%d requests to the proxy", ctx.client.stats.requests)
+        Path(args.out).write_text(render(plan, "json", roster=args.roster, proxy_url=session.proxy_url), "utf-8")
+    sys.stdout.write(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url))
+    log.info("%d requests to the proxy", requests)
     return 2 if args.detailed_exitcode and not plan.empty else 0
 
 
-def _check_reviewed(plan: Plan, args: argparse.Namespace) -> None:
-    if args.plan:
-        try:
-            reviewed = json.loads(Path(args.plan).read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--plan {args.plan}: cannot read it ({type(exc).__name__})") from None
-        if reviewed.get("roster_sha256") != plan.roster_sha256:
-            raise StalePlanError(f"plan is stale: {args.roster} changed since {args.plan} was made; plan again")
-        if reviewed.get("checksum") != plan.checksum:
-            what = "the live keys changed" if reviewed.get("live_fingerprint") != plan.live_fingerprint \
-                else "the changes differ"
-            raise StalePlanError(f"plan is stale: {what} since {args.plan} was made "
-                                 f"({reviewed.get('summary')} then; {plan.summary} now); plan again")
-    if args.checksum and args.checksum != plan.checksum:
-        raise StalePlanError(f"plan checksum is {plan.checksum}, not the reviewed {args.checksum}: the roster or "
-                             "the proxy changed since review; plan again")
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
+    from .apply import Applier
+    from .audit import AuditLog
+    from .delivery import Sops
+    from .render import render
     from .safety import Brakes
 
-    ctx = _context(args)
-    sops = Sops()  # a missing or old sops is an error before anything changes
-    lock = ctx.lock()
-    lock.acquire(args.lock_timeout)
-    try:
-        with ctx:
-            plan = compute_plan(ctx, args)
-            _check_reviewed(plan, args)
-            sys.stdout.write(render(plan, "text", roster=args.roster, proxy_url=ctx.proxy_url))
+    sops = Sops()  # a missing or old sops is an error before anything is asked of the proxy
+    with _session(args, admin=True) as session:
+        session.require_admin()
+        lock = session.lock()
+        lock.acquire(args.lock_timeout)
+        try:
+            plan = session.plan(_options(args, session.roster))
+            check_reviewed(plan, args.roster, reviewed_file=args.plan, checksum=args.checksum)
+            sys.stdout.write(render(plan, "text", roster=args.roster, proxy_url=session.proxy_url))
             if plan.empty:
                 return 0
-            if not args.force:
-                Brakes(args.max_share, args.max_count).check(plan)
-            audit = AuditLog(Path(args.audit_log) if args.audit_log else Path(ctx.roster.path).parent / "audit.jsonl",
-                             checksum=plan.checksum, proxy_url=ctx.proxy_url)
-            outcomes = Applier(ctx.roster, ctx.client, sops, proxy_url=ctx.proxy_url, clock=ctx.clock,
-                               hooks=_crash_hook(), on_outcome=audit).run(plan)
-    finally:
-        lock.release()
+            Brakes(args.max_share, args.max_count).check(plan, force=args.force)
+            audit = AuditLog(Path(args.audit_log) if args.audit_log else
+                             Path(session.roster.path).parent / "audit.jsonl", checksum=plan.checksum,
+                             proxy_url=session.proxy_url, actor=session.settings.actor)
+            outcomes = Applier(session.roster, session.client, sops, proxy_url=session.proxy_url,
+                               clock=session.clock, hooks=_crash_hook(), on_outcome=audit).run(plan)
+        finally:
+            lock.release()
     failed = [o for o in outcomes if not o.ok]
     for outcome in outcomes:
         state = "ok" if outcome.ok else "FAILED"
@@ -258,31 +129,37 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_force_unlock(args: argparse.Namespace) -> int:
     roster = load_roster(args.roster)
     if roster.kubernetes is not None:
-        with _context(args) as ctx:
-            released = ctx.lock().force_unlock(args.lock_id)
+        with _session(args, roster=roster) as session:
+            released = session.lock().force_unlock(args.lock_id)
     else:
         from .lock import FileLock, lock_path
+        from .session import normalize_url
 
-        url = _explicit_url(args, roster)
+        url = _settings(args).proxy_url
         if url is None:
-            raise _NO_URL
-        released = FileLock(lock_path(url)).force_unlock(args.lock_id)
+            raise ConfigError("no proxy URL: pass --proxy-url or set LITELLM_PROXY_URL")
+        released = FileLock(lock_path(normalize_url(url))).force_unlock(args.lock_id)
     print(f"removed lock {released.id} held by {released.holder}")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .bootstrap import import_roster
+    from .live import LiveKey
+    from .session import normalize_url
 
-    url = args.proxy_url or os.environ.get("LITELLM_PROXY_URL")
-    if not url:
+    settings = _settings(args)
+    if not settings.proxy_url:
         raise ConfigError("no proxy URL: set LITELLM_PROXY_URL or pass --proxy-url")
-    master = os.environ.get("LITELLM_MASTER_KEY", "")
-    if not master:
-        raise ConfigError("LITELLM_MASTER_KEY is not set")
-    with LiteLLMClient(url, master, actor=actor(), verify=args.ca_bundle or True) as client:
-        live = live_keys(client)
-    text, count = import_roster(live, args.alias, url.rstrip("/"))
+    credential = settings.viewer_key or settings.master_key
+    if not credential:
+        raise ConfigError("LITELLM_MASTER_KEY (or a read-only LITELLM_VIEWER_KEY) is not set")
+    from .litellm import LiteLLMClient
+
+    with LiteLLMClient(settings.proxy_url, credential, actor=settings.actor,
+                       verify=settings.ca_bundle or True) as client:
+        live = [LiveKey.from_api(obj) for obj in client.list_keys()]
+    text, count = import_roster(live, args.alias, normalize_url(settings.proxy_url))
     if args.out == "-":
         sys.stdout.write(text)
     else:
@@ -308,12 +185,13 @@ def _crash_hook() -> Callable[[str, str], None] | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .records import read_records
     from .status import render_status, status_rows
 
-    ctx = _context(args)
-    with ctx:
-        live = live_keys(ctx.client)
-    sys.stdout.write(render_status(status_rows(ctx.roster, live, ctx.clock()), args.format))
+    with _session(args) as session:
+        live = session.live_keys()
+        rows = status_rows(session.roster, live, read_records(session.roster.delivery_path), session.clock())
+    sys.stdout.write(render_status(rows, args.format))
     return 0
 
 
@@ -349,6 +227,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--ca-bundle", help="a CA bundle to verify the proxy's TLS certificate with")
             p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 15)")
             p.add_argument("--kube-context", help="kubeconfig context (beats proxy.kubernetes.context)")
+            p.add_argument("--kube-target", metavar="NAMESPACE[/SERVICE]",
+                           help="confirm the roster's proxy.kubernetes (beats LITELLM_PROXY_KUBE)")
 
     def selection(p: argparse.ArgumentParser) -> None:
         p.add_argument("--only", nargs="+", metavar="NAME", help="limit to these developers")
@@ -422,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ReconcileError as exc:
-        print(f"error: {redact(str(exc), os.environ.get('LITELLM_MASTER_KEY', ''), *_REDACT)}", file=sys.stderr)
+        print(f"error: {redact(str(exc), *_REDACT)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -7,16 +7,12 @@ The plaintext goes to sops on stdin and comes back only encrypted: never in argv
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,133 +20,9 @@ import yaml
 
 from .errors import DeliveryError
 from .recipients import canonical
+from .records import CLEARTEXT_FIELDS, TEMP_GLOB
 
-log = logging.getLogger(__name__)
-
-SUFFIX = ".sops.yaml"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: plan reads thousands of key files
 MIN_SOPS = (3, 9, 0)  # --mac-only-encrypted and /dev/stdin input
-CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256")
-
-
-def token_of(secret: str) -> str:
-    """LiteLLM's `token`: sha256 hex of the secret (CONTRACT.md §2). Not a secret itself."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class KeyFile:
-    """The readable part of a key file; enough to match it with a live key without decrypting."""
-
-    name: str
-    path: Path
-    token_sha256: str | None
-    recipients: frozenset[str]
-    fields: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    problem: str | None = None  # set when the file cannot be trusted (unparseable, not sops)
-
-
-_RECIPIENT_LINE = re.compile(r"^\s*-?\s*recipient:\s*(.+?)\s*$", re.M)
-_SOPS_BLOCK = "\nsops:\n"
-
-
-def read_key_files(directory: Path) -> dict[str, KeyFile]:
-    """Every <name>.sops.yaml in the directory, by developer name.
-
-    The sops block (mostly armoured age stanzas) is nine tenths of a key file and slow to build as YAML. For files
-    of the shape sops writes, the part above it is read by a strict line reader and the recipients from their
-    lines; anything else, or any doubt, gets a full YAML parse."""
-    if not directory.is_dir():
-        return {}
-    out = {}
-    for path in sorted(directory.glob("*" + SUFFIX)):
-        name = path.name[: -len(SUFFIX)]
-        out[name] = _fast_key_file(name, path) or read_key_file(name, path)
-    return out
-
-
-def _fast_key_file(name: str, path: Path) -> KeyFile | None:
-    try:
-        head, marker, tail = path.read_text("utf-8").partition(_SOPS_BLOCK)
-    except (OSError, UnicodeDecodeError):
-        return None
-    recipients = _RECIPIENT_LINE.findall(tail) if marker else []
-    doc = _simple_mapping(head) if recipients else None
-    if doc is None:
-        return None
-    return _key_file(name, path, {**doc, "sops": {"age": [{"recipient": r.strip("'\"")} for r in recipients]}})
-
-
-_TOP_LINE = re.compile(r"^([a-z_][a-z0-9_]*):(?: (.*))?$")
-_ITEM_LINE = re.compile(r"^ +- (.*)$")
-_RESOLVER = yaml.resolver.Resolver()
-_PLAIN = re.compile(r"^[A-Za-z0-9_./+-][A-Za-z0-9_./:@+=,\[\]-]*$")  # no spaces: no ': ' or ' #' to mind
-
-
-def _scalar(text: str) -> tuple[bool, Any]:
-    if text.startswith('"'):
-        try:
-            return True, json.loads(text)  # sops double-quotes with JSON-compatible escapes
-        except ValueError:
-            return False, None
-    if not _PLAIN.match(text):
-        return False, None
-    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # YAML's own reading of a plain scalar
-    if tag == "tag:yaml.org,2002:str":
-        return True, text
-    if tag == "tag:yaml.org,2002:null":
-        return True, None
-    return False, None  # numbers, booleans, timestamps: left to the full parse
-
-
-def _simple_mapping(head: str) -> dict[str, Any] | None:
-    """The readable fields as sops writes them: `name: scalar` lines and block lists of scalars. Anything outside
-    that strict shape returns None and the file gets a full YAML parse instead, so this never guesses."""
-    out: dict[str, Any] = {}
-    current: list[Any] | None = None
-    for line in head.split("\n"):
-        if not line:
-            continue
-        item = _ITEM_LINE.match(line)
-        if item and current is not None:
-            ok, value = _scalar(item.group(1))
-            if not ok:
-                return None
-            current.append(value)
-            continue
-        top = _TOP_LINE.match(line)
-        if not top or top.group(1) in out:
-            return None
-        if top.group(2) is None:
-            current = out[top.group(1)] = []
-            continue
-        current = None
-        ok, value = _scalar(top.group(2))
-        if not ok:
-            if top.group(2) == "[]":
-                value = []
-            else:
-                return None
-        out[top.group(1)] = value
-    return out
-
-
-def read_key_file(name: str, path: Path) -> KeyFile:
-    try:
-        data = yaml.load(path.read_text("utf-8"), Loader=_LOADER)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        return KeyFile(name, path, None, frozenset(), problem=f"unreadable ({type(exc).__name__})")
-    return _key_file(name, path, data)
-
-
-def _key_file(name: str, path: Path, data: Any) -> KeyFile:
-    if not isinstance(data, dict) or not isinstance(data.get("sops"), dict):
-        return KeyFile(name, path, None, frozenset(), problem="not a sops file")
-    recipients = frozenset(canonical(str(r.get("recipient"))) for r in data["sops"].get("age") or []
-                           if isinstance(r, dict))
-    token = data.get("token_sha256")
-    return KeyFile(name, path, token if isinstance(token, str) else None, recipients,
-                   {k: data.get(k) for k in CLEARTEXT_FIELDS})
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -181,6 +53,21 @@ def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     if path.parent.is_dir():
         _fsync_dir(path.parent)
+
+
+def clean_temp_files(directory: Path) -> int:
+    """Remove write_atomic's temp files that a killed run left behind (they hold only sops output), and keep git
+    from ever committing one. Called under the apply lock, so no live write is in progress."""
+    count = 0
+    ignore = directory / ".gitignore"
+    if directory.is_dir() and not ignore.exists() and not ignore.is_symlink():
+        write_atomic(ignore, f"# written by litellm-roster: temp files of an interrupted write\n{TEMP_GLOB}\n".encode())
+    if directory.is_dir():
+        for path in directory.glob(TEMP_GLOB):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                count += 1
+    return count
 
 
 def refresh_fields(path: Path, updates: dict[str, Any]) -> None:
@@ -259,9 +146,3 @@ class Sops:
                 "--age", ",".join(canonical(r) for r in recipients), "/dev/stdin"]
         plain = yaml.safe_dump(document, sort_keys=False, width=1000).encode()
         return self._run(args, stdin=plain, env=self._env(keep_sops=False), what=filename)
-
-    def decrypt_api_key(self, path: Path) -> str:
-        """Needs an identity in the environment (SOPS_AGE_KEY_FILE, or SOPS_AGE_SSH_PRIVATE_KEY_FILE)."""
-        out = self._run(["--config", os.devnull, "--disable-version-check", "decrypt", "--input-type", "yaml",
-                         "--extract", '["api_key"]', str(path)], env=self._env(keep_sops=True), what=path.name)
-        return out.decode("utf-8").strip()

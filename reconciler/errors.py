@@ -53,6 +53,11 @@ class AuthError(ProxyError):
     """The master key was refused."""
 
 
+class CredentialError(ReconcileError):
+    """The credential is not the one this command needs (a viewer or developer key where apply needs the master
+    key)."""
+
+
 class ModelError(ReconcileError):
     """The roster grants a model the proxy does not serve."""
 

@@ -14,10 +14,10 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import ReconcileError
+from .roster import KubeSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +26,6 @@ class KubeError(ReconcileError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status  # the API's HTTP status, when the error came from one
-
-
-@dataclass(frozen=True)
-class KubeSettings:
-    namespace: str
-    context: str | None = None
-    service: str | None = None
-    port: int | str | None = None
-    secret_name: str | None = None
-    secret_key: str | None = None
 
 
 def in_cluster() -> bool:

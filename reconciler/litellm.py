@@ -1,6 +1,6 @@
 """The LiteLLM key API, over httpx: paged listing, generate, update, delete, block, models. Retries, errors.
 
-Every route and quirk used here is in CONTRACT.md; section numbers are cited where the code depends on one.
+Every route and quirk used here is in docs/litellm.md; section numbers are cited where the code depends on one.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def redact(text: str, *secrets: str) -> str:
 
 
 def error_message(response: httpx.Response) -> str:
-    """LiteLLM's message out of whichever of its error shapes came back (CONTRACT.md §6)."""
+    """LiteLLM's message out of whichever of its error shapes came back (docs/litellm.md §6)."""
     try:
         body = response.json()
     except ValueError:
@@ -56,6 +56,15 @@ def error_message(response: httpx.Response) -> str:
         if detail is not None:
             return str(detail)
     return f"unexpected error body: {str(body)[:120]}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Whose credential the client holds, as the proxy sees it."""
+
+    master: bool
+    user_id: str | None = None
+    role: str | None = None
 
 
 @dataclass
@@ -203,6 +212,27 @@ class LiteLLMClient:
                 return None
             raise
         return body.get("info") if isinstance(body, dict) else None
+
+    def whoami(self) -> Identity:
+        """GET /key/info without a key describes the caller's own key. The master key is not a row in LiteLLM's
+        key table, so it alone authenticates and is then not found (docs/litellm.md, "Credentials")."""
+        try:
+            body = self.request("GET", "/key/info")
+        except ProxyError as exc:
+            if exc.status == 404:
+                return Identity(master=True)
+            raise
+        info = body.get("info") if isinstance(body, dict) else None
+        user = info.get("user_id") if isinstance(info, dict) else None
+        if not isinstance(user, str):
+            return Identity(master=False)
+        role = None
+        try:
+            data = self.request("GET", "/user/info", params={"user_id": user})
+            role = (data.get("user_info") or {}).get("user_role") if isinstance(data, dict) else None
+        except ProxyError:
+            pass  # the role only sharpens the message
+        return Identity(master=False, user_id=user, role=role if isinstance(role, str) else None)
 
     def models_visible_to(self, secret: str) -> list[str]:
         """What a key itself sees on /v1/models: the proof that a delivered key works with its scope."""

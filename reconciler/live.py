@@ -11,6 +11,16 @@ from .roster import LIMIT_FIELDS, Limits
 from .timeutil import parse_litellm_time
 
 MARKER = "managed_by"
+# LiteLLM records who created a key, server-side, as the caller's user_id; the master key's is this name. A key
+# made by anyone else was not made by this tool, whatever its metadata says (docs/design.md, "Ownership").
+ADMIN_CREATOR = "default_user_id"
+# A developer's key belongs to the LiteLLM user "roster:<name>": a namespace no other proxy user is in, so naming a
+# developer after an existing (admin) user does not hand out that user's rights.
+USER_PREFIX = "roster:"
+
+
+def user_id_for(name: str) -> str:
+    return USER_PREFIX + name
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,8 @@ class LiveKey:
     limits: Limits = Limits()
     spend: float = 0.0
     last_active: datetime | None = None
+    created_by: str | None = None
+    has_created_by: bool = True  # False on LiteLLM versions whose keys carry no created_by at all
 
     @classmethod
     def from_api(cls, obj: dict[str, Any]) -> LiveKey:
@@ -42,11 +54,18 @@ class LiveKey:
             limits=Limits(**{name: obj.get(name) for name in LIMIT_FIELDS}),
             spend=float(obj.get("spend") or 0.0),
             last_active=parse_litellm_time(obj.get("last_active")),
+            created_by=obj.get("created_by"),
+            has_created_by="created_by" in obj,
         )
 
     @property
     def managed(self) -> bool:
+        """The key's metadata claims it is ours. A claim, not a proof: see ownership.classify."""
         return self.metadata.get(MARKER) == TOOL_NAME
+
+    @property
+    def made_by_admin(self) -> bool:
+        return not self.has_created_by or self.created_by == ADMIN_CREATOR
 
     @property
     def roster_name(self) -> str | None:
@@ -68,7 +87,7 @@ class LiveKey:
 
 def managed_metadata(name: str, base: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """The metadata a managed key carries. Other metadata already on a key (set by people or LiteLLM) is kept,
-    because /key/update replaces metadata whole (CONTRACT.md §5)."""
+    because /key/update replaces metadata whole (docs/litellm.md §5)."""
     out = {k: v for k, v in (base or {}).items() if k not in ("retire_at", "delivery")}
     out.update({MARKER: TOOL_NAME, "roster_name": name})
     out.update({k: v for k, v in extra.items() if v is not None})

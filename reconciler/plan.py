@@ -9,14 +9,21 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from .catalog import ModelCatalog
-from .delivery import KeyFile
-from .live import LiveKey
+from .live import LiveKey, user_id_for
+from .ownership import classify
 from .recipients import canonical
+from .records import KeyFile, Records
 from .roster import LIMIT_FIELDS, Developer, Limits, Roster
 from .timeutil import format_duration, humanize, iso
 
 FORMAT_VERSION = 1
 EXPIRY_TOLERANCE = timedelta(minutes=5)  # LiteLLM stores now+duration at apply time; compare loosely
+# Names that grant more than one model: LiteLLM's wildcard routes and its special names.
+SPECIAL_MODELS = frozenset({"all-proxy-models", "all-team-models"})
+
+
+def is_wildcard(model: str) -> bool:
+    return "*" in model or model in SPECIAL_MODELS
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,14 @@ class Desired:
     expires: datetime | None
     blocked: bool
     recipients: tuple[str, ...]  # canonical, sorted: the developer's plus the admins'
+
+    @property
+    def user_id(self) -> str:
+        return user_id_for(self.name)
+
+    @property
+    def wildcards(self) -> tuple[str, ...]:
+        return tuple(m for m in self.models if is_wildcard(m))
 
     @property
     def data(self) -> dict[str, Any]:
@@ -48,10 +63,25 @@ class Change:
     @property
     def data(self) -> dict[str, Any]:
         """The change as JSON: what plan --format json prints and what the checksum covers. Never a secret."""
-        return {"kind": self.kind, "developer": self.name, "reason": self.reason, **self._data()}
+        out = {"kind": self.kind, "developer": self.name, "reason": self.reason, **self._data()}
+        if self.risk:
+            out["high_risk"] = self.risk
+        return out
 
     def _data(self) -> dict[str, Any]:
         return {}
+
+    @property
+    def risk(self) -> str | None:
+        """Why this change needs apply --force whatever the team size, or None. These are the changes a pull
+        request could use to take something over; a reviewer must see them and an operator must mean them."""
+        want: Desired | None = getattr(self, "desired", None)
+        if want is not None and want.wildcards and self._grants_models():
+            return f"grants {', '.join(want.wildcards)}: every model the proxy serves under it"
+        return None
+
+    def _grants_models(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -61,19 +91,6 @@ class Create(Change):
 
     def _data(self) -> dict[str, Any]:
         return {"after": self.desired.data}
-
-
-@dataclass(frozen=True)
-class Register(Change):
-    """A key file exists whose key never reached the proxy (an apply died between writing and registering)."""
-
-    kind, symbol, order = "register", "+", 0
-    desired: Desired = None  # type: ignore[assignment]
-    token: str = ""
-    file_fields: tuple[str, ...] = ()  # readable fields to refresh, if the roster changed since the file was written
-
-    def _data(self) -> dict[str, Any]:
-        return {"after": self.desired.data, "token_prefix": self.token[:12]}
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,12 @@ class Rotate(Change):
         return {"after": self.desired.data, "old_token_prefix": self.old.token[:12], "old_alias": self.old.alias,
                 "retire_at": iso(self.retire_at)}
 
+    @property
+    def risk(self) -> str | None:
+        if not self.old.managed:
+            return f"replaces a key made by hand ({self.old.alias}): its holder loses it"
+        return super().risk
+
 
 @dataclass(frozen=True)
 class Adopt(Change):
@@ -98,7 +121,12 @@ class Adopt(Change):
     key: LiveKey = None  # type: ignore[assignment]
 
     def _data(self) -> dict[str, Any]:
-        return {"token_prefix": self.key.token[:12], "after": self.desired.data}
+        return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "user_id": self.key.user_id,
+                "after": self.desired.data}
+
+    @property
+    def risk(self) -> str | None:
+        return f"takes over a key made by hand ({self.key.alias}, user {self.key.user_id}): whoever holds it keeps it"
 
 
 @dataclass(frozen=True)
@@ -113,6 +141,16 @@ class Update(Change):
         return {"token_prefix": self.key.token[:12], "alias": self.key.alias,
                 "before": {f: b for f, b, _ in self.fields}, "after": {f: a for f, _, a in self.fields},
                 "key_file_fields": list(self.file_fields)}
+
+    def _grants_models(self) -> bool:
+        return any(name == "models" for name, _, _ in self.fields)
+
+    @property
+    def risk(self) -> str | None:
+        for name, before, after in self.fields:
+            if name == "key_alias" and before is not None and not str(before).endswith("--retiring"):
+                return f"renames a managed key ({before} -> {after}): the alias template changed"
+        return super().risk
 
 
 @dataclass(frozen=True)
@@ -135,16 +173,25 @@ class RemoveFile(Change):
     def _data(self) -> dict[str, Any]:
         return {"path": self.path}
 
+    @property
+    def risk(self) -> str | None:
+        return f"removes {self.path} from the repository"
+
 
 @dataclass(frozen=True)
 class Conflict(Change):
-    """A hand-made key holds a roster alias. Shown, never acted on without --adopt or --replace."""
+    """A key the tool may not touch stands in the way: a hand-made key holding a roster alias (until --adopt or
+    --replace decides), or a key that claims to be managed and fails the ownership proof (never)."""
 
     kind, symbol, order = "conflict", "!", 3
     key: LiveKey = None  # type: ignore[assignment]
 
     def _data(self) -> dict[str, Any]:
-        return {"token_prefix": self.key.token[:12], "alias": self.key.alias}
+        return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "created_by": self.key.created_by}
+
+    @property
+    def risk(self) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -166,6 +213,15 @@ class Plan:
     def empty(self) -> bool:
         return not self.actions
 
+    @property
+    def high_risk(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.actions if c.risk)
+
+    @property
+    def taken_over(self) -> int:
+        """Keys the tool does not manage that this plan would change: adopted or replaced hand-made keys."""
+        return sum(1 for c in self.actions if isinstance(c, Adopt) or (isinstance(c, Rotate) and not c.old.managed))
+
     def count(self, *kinds: str) -> int:
         return sum(1 for c in self.changes if c.kind in kinds)
 
@@ -173,7 +229,7 @@ class Plan:
     def summary(self) -> str:
         if self.empty and not self.count("conflict"):
             return "No changes."
-        parts = [f"{self.count('create', 'register')} to create", f"{self.count('rotate')} to rotate",
+        parts = [f"{self.count('create')} to create", f"{self.count('rotate')} to rotate",
                  f"{self.count('update', 'adopt')} to update", f"{self.count('delete', 'remove-file')} to delete"]
         text = "Plan: " + ", ".join(parts) + "."
         if self.count("conflict"):
@@ -193,6 +249,8 @@ class Plan:
                 "computed_at": iso(self.now), "summary": self.summary,
                 "managed_keys": self.managed_count, "unmanaged_keys": self.unmanaged_count,
                 "changes": [c.data for c in self.changes], "warnings": list(self.warnings),
+                "high_risk": [{"developer": c.name, "kind": c.kind, "why": c.risk} for c in self.high_risk],
+                "keys_taken_over": self.taken_over,
                 "expiring_soon": [{"developer": name, "expires": iso(when)} for name, when in self.expiring]}
 
 
@@ -240,7 +298,7 @@ def desired_state(roster: Roster, catalog: ModelCatalog | None, now: datetime) -
 
 
 def alias_warnings(roster: Roster, catalog: ModelCatalog) -> list[str]:
-    """A key scoped to one name of a model is refused for its other names (CONTRACT.md §7): say so."""
+    """A key scoped to one name of a model is refused for its other names (docs/litellm.md §7): say so."""
     out = []
     for dev in roster.developers:
         granted = set(desired_models(roster, dev, catalog))
@@ -276,8 +334,8 @@ def _proxy_fields(want: Desired, key: LiveKey) -> list[tuple[str, Any, Any]]:
         fields.append(("expires", iso(key.expires), iso(want.expires)))
     if key.blocked != want.blocked:
         fields.append(("blocked", key.blocked, want.blocked))
-    if key.user_id != want.name:
-        fields.append(("user_id", key.user_id, want.name))
+    if key.user_id != want.user_id:
+        fields.append(("user_id", key.user_id, want.user_id))
     return fields
 
 
@@ -313,34 +371,12 @@ def _rotation_reason(roster: Roster, dev: Developer, want: Desired, key: LiveKey
     return None
 
 
-def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: datetime, *,
+def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *,
          catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options = Options()) -> Plan:
     desired = desired_state(roster, catalog, now)
-    aliases = {d.alias: d.name for d in desired.values()}
-    live_tokens = {k.token for k in live}
-    current: dict[str, LiveKey] = {}
-    retiring: dict[str, list[LiveKey]] = {}
-    extra_current: list[LiveKey] = []
-    handmade: dict[str, LiveKey] = {}
-    unmanaged = 0
-    for key in sorted(live, key=lambda k: (k.created_at or now, k.token)):
-        if key.managed and key.roster_name:
-            if key.retire_at is not None:
-                retiring.setdefault(key.roster_name, []).append(key)
-            elif key.roster_name in current:
-                # Two current keys for one developer (a hand edit?): keep the one with the canonical alias.
-                want_alias = roster.keys.alias_for(key.roster_name)
-                if key.alias == want_alias:
-                    extra_current.append(current[key.roster_name])
-                    current[key.roster_name] = key
-                else:
-                    extra_current.append(key)
-            else:
-                current[key.roster_name] = key
-        elif key.alias in aliases:
-            handmade[aliases[key.alias]] = key
-        else:
-            unmanaged += 1
+    files = records.files
+    seen = classify(roster, live, records, now)
+    current, retiring, handmade = seen.current, seen.retiring, seen.handmade
 
     changes: list[Change] = []
     warnings: list[str] = []
@@ -348,13 +384,13 @@ def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: da
     selected = (lambda name: True) if options.only is None else (lambda name: name in options.only)
 
     for name in sorted(desired):
-        if not selected(name):
+        if not selected(name) or name in seen.blocked:  # the Conflict below says why
             continue
         want, dev = desired[name], roster.developer(name)
         assert dev is not None
         olds = retiring.get(name, [])
         action = _developer_change(roster, dev, want, current.get(name), handmade.get(name), files.get(name), olds,
-                                   live_tokens, now, options, proxy_url)
+                                   now, options, proxy_url)
         if not isinstance(action, Rotate):  # a rotation drops every rotated-out key itself
             changes.extend(Delete(name, f"grace ended {iso(old.retire_at)}: rotated-out key", key=old)
                            for old in olds if old.retire_at is not None and old.retire_at <= now)
@@ -365,35 +401,44 @@ def diff(roster: Roster, live: list[LiveKey], files: dict[str, KeyFile], now: da
             warnings.append(f"{name}: key expires in {humanize(want.expires - now)} ({iso(want.expires)})")
 
     gone = {n: k for n, k in current.items() if n not in desired}
-    for name in sorted(set(gone) | {n for n in retiring if n not in desired} | {k.roster_name for k in extra_current}):
-        if not selected(name) or name is None:
+    for name in sorted(set(gone) | {n for n in retiring if n not in desired}
+                       | {k.roster_name for k in seen.extra_current if k.roster_name}):
+        if not selected(name):
             continue
         dev = roster.developer(name)
         why = f"access expired {iso(dev.expires)}" if dev is not None else "no longer in the roster"
         if name in gone:
-            changes.append(Delete(name, why, key=gone[name], remove_file=name in files))
+            changes.append(Delete(name, why, key=gone[name], remove_file=name in files and not files[name].problem))
         if name not in desired:
             changes.extend(Delete(name, why + ": rotated-out key", key=old) for old in retiring.get(name, []))
         changes.extend(Delete(name, "a second current key for this developer", key=extra)
-                       for extra in extra_current if extra.roster_name == name)
+                       for extra in seen.extra_current if extra.roster_name == name)
     for name, file in sorted(files.items()):
         if selected(name) and name not in desired and name not in gone:
-            changes.append(RemoveFile(name, "key file with no developer and no live key", path=str(file.path)))
+            if file.problem:
+                warnings.append(f"{file.path.name}: {file.problem}; left alone (the tool removes only its own files)")
+            else:
+                changes.append(RemoveFile(name, "key file with no developer and no live key", path=str(file.path)))
+    for key, problem in seen.unproven:
+        name = key.roster_name or key.alias or key.token[:12]
+        if selected(name):
+            changes.append(Conflict(name, f"{problem}; it is never changed: delete it by hand if it is not wanted",
+                                    key=key))
 
     if options.no_delete:
         changes = [c for c in changes if not isinstance(c, (Delete, RemoveFile))]
     if catalog is not None:
         warnings.extend(alias_warnings(roster, catalog))
     changes.sort(key=lambda c: (c.order, c.name, c.kind))
-    managed = sum(len(v) for v in retiring.values()) + len(current) + len(extra_current)
+    aliases = {d.alias for d in desired.values()}
     relevant = [k for k in live if k.managed or k.alias in aliases]  # what the plan was computed from
-    return Plan(tuple(changes), tuple(warnings), managed, unmanaged + len(handmade), roster.sha256,
-                fingerprint(relevant), now, tuple(expiring))
+    return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
+                + len(seen.unproven), roster.sha256, fingerprint(relevant), now, tuple(expiring))
 
 
 def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,
-                      file: KeyFile | None, olds: list[LiveKey], live_tokens: set[str], now: datetime,
-                      options: Options, proxy_url: str | None) -> Change | None:
+                      file: KeyFile | None, olds: list[LiveKey], now: datetime, options: Options,
+                      proxy_url: str | None) -> Change | None:
     """What one roster developer needs, if anything."""
     name = want.name
     drop = tuple(r.token for r in olds)  # their alias is about to be reused by the key being rotated out
@@ -413,11 +458,11 @@ def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKe
         return Conflict(name, f"a key made by hand holds the alias {hand.alias}; re-run with --adopt {name} to take "
                               f"it over, or --replace {name} to rotate it into a delivered key", key=hand)
     if key is None:
-        if file is not None and not file.problem and file.token_sha256 and file.token_sha256 not in live_tokens \
-                and file.recipients == frozenset(want.recipients):
-            return Register(name, "key file from an interrupted apply: registering its key", desired=want,
-                            token=file.token_sha256, file_fields=_file_fields(want, file, proxy_url))
-        return Create(name, "new in the roster" if file is None else "no live key for this developer", desired=want)
+        # A key file with no live key (an interrupted apply, or one committed by hand) is never registered: the
+        # tool registers only secrets it has just made, so nobody can choose a developer's key. It is replaced.
+        where = f"{roster.keys.delivery_dir}/{name}.sops.yaml"
+        return Create(name, "new in the roster" if file is None else
+                      f"no live key for this developer; a fresh key replaces {where}", desired=want)
     reason = _rotation_reason(roster, dev, want, key, file, now)
     if reason is not None:
         return Rotate(name, reason, desired=want, old=key, retire_at=_retire_at(roster, now), drop=drop)

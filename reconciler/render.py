@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .plan import Adopt, Change, Create, Delete, Plan, Register, RemoveFile, Rotate, Update
+from .plan import Adopt, Change, Create, Delete, Plan, RemoveFile, Rotate, Update
 
 MARKDOWN_FOLD_AFTER = 20  # longer plans go inside <details> so the comment stays readable
 
@@ -18,7 +18,7 @@ def _value(value: Any) -> str:
 
 def details(change: Change) -> list[str]:
     """One line per fact a reviewer needs, never a secret."""
-    if isinstance(change, (Create, Register, Rotate, Adopt)):
+    if isinstance(change, (Create, Rotate, Adopt)):
         want = change.desired
         lines = [f"alias {want.alias}", f"models {_value(want.models)}"]
         limits = {k: v for k, v in want.limits.as_dict().items() if v is not None}
@@ -43,13 +43,24 @@ def details(change: Change) -> list[str]:
     return [f"key {change.data.get('token_prefix', '')[:8]}… ({change.data.get('alias')})"]
 
 
+def header(plan: Plan) -> str:
+    """What the plan really touches: managed keys, and how many of the others it takes over."""
+    text_ = f"{plan.managed_count} managed key(s); {plan.unmanaged_count} other key(s) on the proxy"
+    if plan.taken_over:
+        return text_ + f", of which this plan takes over {plan.taken_over} (high-risk, below)"
+    return text_ + " are never touched"
+
+
 def text(plan: Plan, *, roster: str, proxy_url: str) -> str:
-    out = [f"Plan for {roster} against {proxy_url}: {plan.managed_count} managed key(s); "
-           f"{plan.unmanaged_count} other key(s) on the proxy are never touched.", ""]
+    out = [f"Plan for {roster} against {proxy_url}: {header(plan)}.", ""]
     for change in plan.changes:
         out.append(f"  {change.symbol:<3} {change.name:<24} {change.kind}: {change.reason}")
         out.extend(f"        {line}" for line in details(change))
     if plan.changes:
+        out.append("")
+    if plan.high_risk:
+        out.append("High-risk changes (apply needs --force, whatever the team size):")
+        out.extend(f"  ! {c.name}: {c.risk}" for c in plan.high_risk)
         out.append("")
     if plan.warnings:
         out.append("Warnings:")
@@ -76,10 +87,12 @@ def markdown(plan: Plan, *, roster: str, proxy_url: str) -> str:
         else:
             out += table
         out.append("")
+    if plan.high_risk:
+        out += ["**High-risk changes** (apply needs `--force`, whatever the team size)", "",
+                *(f"- {_cell(c.name)}: {_cell(c.risk or '')}" for c in plan.high_risk), ""]
     if plan.warnings:
         out += ["**Warnings**", "", *(f"- {_cell(w)}" for w in plan.warnings), ""]
-    out.append(f"{plan.managed_count} managed key(s) on `{proxy_url}`; {plan.unmanaged_count} other key(s) "
-               "are never touched.")
+    out.append(f"On `{proxy_url}`: {header(plan)}.")
     if not plan.empty:
         out.append(f"Checksum: `{plan.checksum}`")
     return "\n".join(out) + "\n"

@@ -22,7 +22,6 @@ import jsonschema
 import yaml
 
 from .errors import Problem, RosterError
-from .kube import KubeSettings
 from .recipients import recipient_problem
 from .timeutil import parse_duration, parse_instant
 
@@ -31,6 +30,11 @@ MAX_NODES = 2_000_000  # values visited in all; a roster of 100,000 developers s
 MAX_ALIAS_REPEATS = 10_000  # values visited again through aliases: what a YAML bomb multiplies
 LIMIT_FIELDS = ("max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests")
 RETIRING_SUFFIX = "--retiring"
+# Headers that carry or redirect a credential: Host picks the backend behind a name-based ingress, the rest are
+# places LiteLLM (or a gateway in front of it) reads a key from. A roster, which pull requests edit, sets none.
+CREDENTIAL_HEADERS = frozenset({"host", "authorization", "proxy-authorization", "cookie", "x-litellm-api-key",
+                                "api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key",
+                                "litellm-changed-by"})
 DEFAULT_DELIVERY_DIR = "keys"
 DEFAULT_EXPIRY_WARNING = "14d"
 
@@ -47,6 +51,18 @@ class Limits:
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in LIMIT_FIELDS}
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    """Where the roster says the proxy and its master key live in a cluster (the operator must confirm the Service)."""
+
+    namespace: str
+    context: str | None = None
+    service: str | None = None
+    port: int | str | None = None
+    secret_name: str | None = None
+    secret_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,7 @@ class KeysConfig:
     admin_recipients: tuple[str, ...] = ()
     grant_model_aliases: bool = False
     adopt_unmanaged: bool = False
+    allow_wildcard_models: bool = False
 
     def alias_for(self, name: str) -> str:
         return self.alias.replace("{name}", name)
@@ -113,7 +130,10 @@ class Roster:
 
     @property
     def delivery_path(self) -> Path:
-        return (Path(self.path).parent / self.keys.delivery_dir).resolve()
+        """Inside the roster's directory, no symlink on the way; ConfigError otherwise."""
+        from .records import confined_delivery_dir
+
+        return confined_delivery_dir(self.path, self.keys.delivery_dir)
 
 
 # ---------------------------------------------------------------- YAML with locations
@@ -368,6 +388,14 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
     if isinstance(delivery, str) and (Path(delivery).is_absolute() or ".." in Path(delivery).parts):
         add(("keys", "delivery_dir"), "use a directory relative to the roster, without '..', such as keys")
 
+    proxy = data.get("proxy") if isinstance(data.get("proxy"), dict) else {}
+    headers = proxy.get("headers") if isinstance(proxy.get("headers"), dict) else {}
+    for name in headers:
+        if isinstance(name, str) and name.lower() in CREDENTIAL_HEADERS:
+            add(("proxy", "headers", name), f"the roster may not set {name}: it decides where and as whom the master "
+                                            "key is sent; remove it (the proxy URL comes from the operator)",
+                at_key=True)
+
     groups = data.get("model_groups") if isinstance(data.get("model_groups"), dict) else {}
     for group, members in groups.items():
         for i, member in enumerate(members if isinstance(members, list) else []):
@@ -375,10 +403,23 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
                 add(("model_groups", group, i), f"'{member}' is a group; groups hold model names, not groups: "
                                                 f"list its models here instead")
 
+    wildcards_allowed = keys.get("allow_wildcard_models") is True
+
+    def check_wildcard(path: Path_, ref: str) -> None:
+        if not wildcards_allowed and ("*" in ref or ref in ("all-proxy-models", "all-team-models")):
+            add(path, f"'{ref}' grants every model the proxy serves under it; name the models instead, or set "
+                      "keys.allow_wildcard_models: true (each such grant then needs apply --force)")
+
+    for group, members in groups.items():
+        for i, member in enumerate(members if isinstance(members, list) else []):
+            if isinstance(member, str):
+                check_wildcard(("model_groups", group, i), member)
+
     def check_models(path: Path_, refs: Any) -> None:
         for i, ref in enumerate(refs if isinstance(refs, list) else []):
             if not isinstance(ref, str) or ref in groups:
                 continue
+            check_wildcard(path + (i,), ref)
             close = difflib.get_close_matches(ref, list(groups), n=1, cutoff=0.8)
             if close:
                 add(path + (i,), f"unknown model group '{ref}'; did you mean '{close[0]}'?")
@@ -477,6 +518,7 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
             admin_recipients=tuple(keys.get("admin_recipients", ())),
             grant_model_aliases=bool(keys.get("grant_model_aliases", False)),
             adopt_unmanaged=bool(keys.get("adopt_unmanaged", False)),
+            allow_wildcard_models=bool(keys.get("allow_wildcard_models", False)),
         ),
         developers=tuple(_developer(dev, defaults, located.of_value(("developers", i))[0])
                          for i, dev in enumerate(data["developers"])),

@@ -15,11 +15,18 @@ class Brakes:
     max_share: float = 0.30
     max_count: int | None = None
 
-    def check(self, plan: Plan) -> None:
-        """Raise BrakeError naming the numbers when the plan is over a threshold. Creates are never braked; deletes
-        of rotated-out keys whose grace ended are routine and not counted."""
+    def check(self, plan: Plan, *, force: bool = False) -> None:
+        """Raise BrakeError naming the numbers when the plan is over a threshold, or holds a high-risk change
+        (a takeover, a renamed alias template, a wildcard grant, a removed file), whatever the team size. Creates
+        are never braked; deletes of rotated-out keys whose grace ended are routine and not counted."""
+        if force:
+            return
         managed = plan.managed_count
         problems = []
+        risky = plan.high_risk
+        if risky:
+            listed = "; ".join(f"{c.name}: {c.risk}" for c in risky[:5]) + ("; ..." if len(risky) > 5 else "")
+            problems.append(f"{len(risky)} high-risk change(s) need --force ({listed})")
         counts = {
             "deletes": sum(1 for c in plan.changes if isinstance(c, Delete) and c.key.retire_at is None),
             "rotations": sum(1 for c in plan.changes if isinstance(c, Rotate)),

@@ -1,4 +1,5 @@
-"""`reconcile status`: who has access to what, and what will change next. Pure: rows from roster, keys and now."""
+"""`reconcile status`: who has access to what, and what will change next. Pure: rows from roster, keys, records
+and now, classified by the same rules as the plan (ownership.classify)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from .live import LiveKey
+from .ownership import classify
+from .records import Records
 from .roster import Roster
 from .timeutil import humanize, iso
 
@@ -14,7 +17,7 @@ from .timeutil import humanize, iso
 @dataclass(frozen=True)
 class StatusRow:
     developer: str
-    state: str  # active, blocked, expired, retiring, no key, not in roster, hand-made
+    state: str  # active, blocked, expired, retiring, second key, no key, not in roster, hand-made, unproven claim
     alias: str | None
     models: list[str]
     age: str | None
@@ -44,26 +47,19 @@ def _row(roster: Roster, name: str, key: LiveKey | None, state: str, now: dateti
         last_active=iso(key.last_active) if key else None, token_prefix=key.token[:8] if key else None)
 
 
-def status_rows(roster: Roster, live: list[LiveKey], now: datetime) -> list[StatusRow]:
-    aliases = {roster.keys.alias_for(d.name): d.name for d in roster.developers}
-    rows, seen = [], set()
-    for key in live:
-        if key.managed and key.roster_name:
-            name = key.roster_name
-            if key.retire_at is not None:
-                state = "retiring"
-            elif roster.developer(name) is None:
-                state = "not in roster"
-            elif key.blocked:
-                state = "blocked"
-            else:
-                state = "expired" if key.expired(now) else "active"
-            rows.append(_row(roster, name, key, state, now))
-            seen.add(name)
-        elif key.alias in aliases:
-            rows.append(_row(roster, aliases[key.alias], key, "hand-made", now))
-            seen.add(aliases[key.alias])
-    rows += [_row(roster, d.name, None, "no key", now) for d in roster.developers if d.name not in seen]
+def status_rows(roster: Roster, live: list[LiveKey], records: Records, now: datetime) -> list[StatusRow]:
+    seen = classify(roster, live, records, now)
+    rows = []
+    for name, key in seen.current.items():
+        state = "not in roster" if roster.developer(name) is None else "blocked" if key.blocked else \
+            "expired" if key.expired(now) else "active"
+        rows.append(_row(roster, name, key, state, now))
+    rows += [_row(roster, name, key, "retiring", now) for name, keys in seen.retiring.items() for key in keys]
+    rows += [_row(roster, key.roster_name or "?", key, "second key", now) for key in seen.extra_current]
+    rows += [_row(roster, name, key, "hand-made", now) for name, key in seen.handmade.items()]
+    rows += [_row(roster, key.roster_name or "?", key, "unproven claim", now) for key, _ in seen.unproven]
+    named = {r.developer for r in rows}
+    rows += [_row(roster, d.name, None, "no key", now) for d in roster.developers if d.name not in named]
     return sorted(rows, key=lambda r: (r.developer, r.state != "active", r.alias or ""))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyrage
 import pytest
 from helpers import MASTER, NAMES, Person, Workspace, scan_for_secrets
+from litellm_app import serve_litellm_app
 
 from reconciler.delivery import Sops
 from reconciler.sandbox import start_sandbox
@@ -40,6 +41,18 @@ def workspace(tmp_path: Path, sandbox, people) -> Workspace:
     # (the sandbox remembers plaintexts for exactly this) and of the master key.
     leaks = scan_for_secrets(ws.outputs, tmp_path, [MASTER, *sandbox.store.plaintexts, *ws.known_secrets])
     assert not leaks, leaks
+
+
+@pytest.fixture(scope="session")
+def litellm_proxy():
+    yield from serve_litellm_app()
+
+
+@pytest.fixture
+def litellm(litellm_proxy):
+    """LiteLLM's own proxy app with empty tables (the conformance and security tiers)."""
+    litellm_proxy.reset()
+    return litellm_proxy
 
 
 @pytest.fixture(scope="session")

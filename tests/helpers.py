@@ -51,10 +51,10 @@ class Workspace:
     def keys(self) -> Path:
         return self.root / "keys"
 
-    def write_roster(self, developers: list[dict[str, Any]], **keys: Any) -> None:
+    def write_roster(self, developers: list[dict[str, Any]], *, proxy_url: bool = True, **keys: Any) -> None:
         doc = {
             "version": 1,
-            "proxy": {"url": self.url},
+            **({"proxy": {"url": self.url}} if proxy_url else {}),
             "keys": {"alias": "claude-code-{name}", "grace": "0",
                      "admin_recipients": [self.people["admin"].recipient], **keys},
             "model_groups": {"claude-code": ["claude-sonnet-4-5-20250929", "claude-3-opus-20240229"]},
@@ -66,7 +66,7 @@ class Workspace:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "SOPS_", "RECONCILE_"))}
-        env.update({"LITELLM_MASTER_KEY": MASTER, **extra})
+        env.update({"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": self.url, **extra})
         return env
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -121,7 +121,7 @@ def check_invariant(ws: Workspace, sandbox) -> None:
     live; exactly one key per developer carries the canonical alias; the next plan is empty."""
     import hashlib
 
-    from reconciler.delivery import read_key_files
+    from reconciler.records import read_key_files
 
     rows = managed_keys(sandbox)
     files = read_key_files(ws.keys)
@@ -138,8 +138,8 @@ def check_invariant(ws: Workspace, sandbox) -> None:
     assert again.rc == 0, again.stdout + again.stderr
 
 
-def raw_server(response: bytes) -> tuple[socket.socket, str]:
-    """A loopback server that answers every request with the given raw bytes."""
+def raw_server(response: bytes, seen: list[bytes] | None = None) -> tuple[socket.socket, str]:
+    """A loopback server that answers every request with the given raw bytes (and keeps what it got in `seen`)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -151,7 +151,9 @@ def raw_server(response: bytes) -> tuple[socket.socket, str]:
             except OSError:
                 return
             with conn:
-                conn.recv(65536)
+                request = conn.recv(65536)
+                if seen is not None:
+                    seen.append(request)
                 conn.sendall(response)
 
     threading.Thread(target=serve, daemon=True).start()

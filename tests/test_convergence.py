@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from reconciler.delivery import read_key_files
+from reconciler.records import read_key_files
 from reconciler.sandbox import Fault, start_sandbox
 from reconciler.timeutil import iso, utcnow
 

@@ -25,27 +25,19 @@ def test_create_killed_then_rerun(workspace, sandbox, step):
                                                                       "claude-sonnet-4-5-20250929"]
 
 
-def test_orphaned_file_is_registered_when_the_run_can_decrypt(workspace, sandbox, people):
+def test_orphaned_file_is_replaced_never_registered(workspace, sandbox, people):
+    """A key file whose key never reached the proxy is replaced by a fresh key, even by a run that could decrypt
+    it: the tool registers only secrets it has just made (a committed file could hold one its author chose)."""
     workspace.write_roster(TEAM)
     killed(workspace, "after-file:jane")
     orphan = workspace.key_file("jane")["token_sha256"]
     assert orphan not in sandbox.store.rows
     plan = workspace.run("plan")
-    assert "register: key file from an interrupted apply: registering its key" in plan.stdout
+    assert "create: no live key for this developer; a fresh key replaces keys/jane.sops.yaml" in plan.stdout
     rerun = workspace.run("apply", env=workspace.env(SOPS_AGE_KEY_FILE=str(people["admin"].identity_file)))
     assert rerun.rc == 0, rerun.stdout + rerun.stderr
-    assert workspace.key_file("jane")["token_sha256"] == orphan  # the same key, now live
-    assert orphan in sandbox.store.rows
-    check_invariant(workspace, sandbox)
-
-
-def test_orphaned_file_is_reissued_when_the_run_cannot_decrypt(workspace, sandbox):
-    workspace.write_roster(TEAM)
-    killed(workspace, "after-file:jane")
-    orphan = workspace.key_file("jane")["token_sha256"]
-    rerun = workspace.run("apply")
-    assert rerun.rc == 0 and "re-issued: this run cannot decrypt the orphaned key file" in rerun.stdout
     assert workspace.key_file("jane")["token_sha256"] != orphan
+    assert orphan not in sandbox.store.rows
     check_invariant(workspace, sandbox)
 
 
@@ -67,3 +59,21 @@ def test_rotation_killed_then_rerun(workspace, sandbox, step, grace):
     assert new_secret != old_secret
     retiring = [r for r in managed_keys(sandbox) if "retire_at" in r["metadata"]]
     assert len(retiring) <= 1
+
+
+def test_temp_files_of_a_killed_write_are_cleaned_and_ignored(workspace, sandbox):
+    """A run killed inside write_atomic leaves `.jane.sops.yaml.XXXX.tmp`; the next apply removes it, and the
+    delivery directory's .gitignore keeps git from committing one meanwhile."""
+    import subprocess
+
+    workspace.write_roster(TEAM)
+    assert workspace.run("apply").rc == 0
+    left = workspace.keys / ".jane.sops.yaml.abc123.tmp"
+    left.write_text("sops output of a killed run\n")
+    subprocess.run(["git", "init", "-q", str(workspace.root)], check=True)
+    ignored = subprocess.run(["git", "-C", str(workspace.root), "check-ignore", "-q", str(left)])
+    assert ignored.returncode == 0
+    workspace.write_roster(TEAM + [{"name": "priya"}])
+    assert workspace.run("apply").rc == 0
+    assert not left.exists() and sorted(p.name for p in workspace.keys.iterdir()) == [
+        ".gitignore", "jane.sops.yaml", "john.sops.yaml", "priya.sops.yaml"]

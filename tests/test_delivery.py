@@ -12,8 +12,9 @@ import pytest
 import yaml
 from helpers import SOPS, managed_keys
 
-from reconciler.delivery import Sops, read_key_file, refresh_fields, token_of, write_atomic
+from reconciler.delivery import Sops, refresh_fields, write_atomic
 from reconciler.errors import DeliveryError
+from reconciler.records import read_key_file, token_of
 
 SSH_PUB_TYPE = "ssh-ed25519"
 
@@ -139,7 +140,7 @@ def test_sops_class_reports_version(sops):
 
 
 def test_fast_reader_agrees_with_yaml_on_real_files(tmp_path, sops, people):
-    from reconciler.delivery import _simple_mapping, read_key_files
+    from reconciler.records import _simple_mapping, read_key_files
 
     docs = {
         "jane": {"developer": "jane", "key_alias": "cc-jane", "proxy_url": "https://litellm.example.com:4000/x",
@@ -162,7 +163,7 @@ def test_fast_reader_agrees_with_yaml_on_real_files(tmp_path, sops, people):
 
 
 def test_fast_reader_leaves_typed_scalars_to_yaml():
-    from reconciler.delivery import _simple_mapping
+    from reconciler.records import _simple_mapping
 
     assert _simple_mapping("t: 0a3f\nu: abc\nn: null\n") == {"t": "0a3f", "u": "abc", "n": None}
     for typed in ("1234", "0x1f", "true", "2027-03-31", "1.5e+5", ".inf", "~", "yes"):
@@ -182,6 +183,7 @@ def test_a_key_that_does_not_see_its_models_is_a_failed_change(tmp_path, sandbox
     from reconciler.apply import Applier
     from reconciler.litellm import LiteLLMClient
     from reconciler.plan import diff
+    from reconciler.records import Records
     from reconciler.roster import parse_roster
 
     text = (f"version: 1\nkeys:\n  alias: cc-{{name}}\ndefaults:\n  models: [claude-3-opus-20240229]\n"
@@ -197,7 +199,7 @@ def test_a_key_that_does_not_see_its_models_is_a_failed_change(tmp_path, sandbox
 
     with LiteLLMClient(sandbox.url, MASTER) as client:
         now = datetime.now(timezone.utc)
-        plan = diff(roster, [], {}, now)
+        plan = diff(roster, [], Records(), now)
         (outcome,) = Applier(roster, client, sops, proxy_url=sandbox.url, clock=lambda: now, hooks=narrow).run(plan)
     assert not outcome.ok
     assert outcome.message == ("GET /v1/models: HTTP 200: the new key sees ['claude-sonnet-4.5'], not the roster's "

@@ -77,7 +77,7 @@ def test_wrong_master_key_is_clear_and_changes_nothing(workspace, sandbox):
     workspace.write_roster(TEAM)
     result = workspace.run("apply", env=workspace.env(LITELLM_MASTER_KEY="sk-not-the-master-key-99"))
     assert result.rc == 1
-    assert result.stderr.startswith("error: GET /model/info: HTTP 401: Authentication Error, Invalid API key")
+    assert result.stderr.startswith("error: GET /key/info: HTTP 401: Authentication Error, Invalid API key")
     assert "sk-not-the-master-key-99" not in result.stderr + result.stdout
     assert posts(sandbox) == 0 and not sandbox.store.rows
     assert not workspace.keys.exists()
@@ -161,18 +161,22 @@ def test_proxy_headers_from_roster_and_environment(tmp_path, people):
     from reconciler.sandbox import start_sandbox
 
     token = "ingress-token-value-7f3a"
-    with start_sandbox(master_key="sk-test-master-key-0123456789",
-                       required_headers={"Host": "litellm.localhost", "X-Ingress-Auth": token}) as sb:
+    with start_sandbox(master_key="sk-test-master-key-0123456789", required_headers={"X-Ingress-Auth": token}) as sb:
         ws = Workspace(tmp_path, sb.url, people)
         ws.write_roster([{"name": "jane"}])
         text = ws.roster.read_text().replace(f"  url: {sb.url}\n", f"  url: {sb.url}\n  headers:\n"
-                                             "    Host: litellm.localhost\n    X-Ingress-Auth: ${INGRESS_TOKEN}\n")
+                                             "    X-Ingress-Auth: ${INGRESS_TOKEN}\n")
         ws.roster.write_text(text)
-        missing = ws.run("plan")
+        # The roster names the variable; only the operator can allow it (a pull request could name any other).
+        refused = ws.run("plan", env=ws.env(INGRESS_TOKEN=token))
+        assert refused.rc == 1
+        assert ("proxy.headers.X-Ingress-Auth uses ${INGRESS_TOKEN}, which the operator has not allowed; list it "
+                "in RECONCILE_HEADER_VARS" in refused.stderr)
+        missing = ws.run("plan", env=ws.env(RECONCILE_HEADER_VARS="INGRESS_TOKEN"))
         assert missing.rc == 1
         assert ("proxy.headers.X-Ingress-Auth uses ${INGRESS_TOKEN}, which is not set in the environment"
                 in missing.stderr)
-        ok = ws.run("apply", "-vv", env=ws.env(INGRESS_TOKEN=token))
+        ok = ws.run("apply", "-vv", env=ws.env(INGRESS_TOKEN=token, RECONCILE_HEADER_VARS="INGRESS_TOKEN"))
         assert ok.rc == 0, ok.stdout + ok.stderr
         assert token not in ok.stdout + ok.stderr
         assert ws.decrypt("jane")
@@ -183,6 +187,5 @@ def test_unwritable_delivery_dir_fails_the_change_cleanly(workspace, sandbox):
     workspace.keys.write_text("a file where the key directory should be\n")  # fails for root too
     result = workspace.run("apply")
     assert result.rc == 1
-    assert "FAILED  +   jane: create: FileExistsError" in result.stdout
-    assert "Apply finished with failures: 0 done, 1 failed." in result.stdout
-    assert managed_keys(sandbox) == []  # no key without its file
+    assert f"error: keys.delivery_dir: {workspace.keys} is not a directory" in result.stderr
+    assert managed_keys(sandbox) == [] and result.stdout == ""  # refused before anything changed

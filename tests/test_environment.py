@@ -15,10 +15,10 @@ def test_unreachable_proxy(workspace, sandbox):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    workspace.write_roster([{"name": "jane"}])
+    workspace.write_roster([{"name": "jane"}], proxy_url=False)
     result = workspace.run("apply", "--proxy-url", dead)
     assert result.rc == 1
-    assert f"error: GET /model/info: no response: cannot connect to {dead}" in result.stderr
+    assert f"error: GET /key/info: no response: cannot connect to {dead}" in result.stderr
     assert not workspace.keys.exists()
 
 
@@ -26,7 +26,7 @@ def test_proxy_that_answers_html(workspace, sandbox):
     body = b"<!doctype html><title>Sign in</title>"
     listener, url = raw_server(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
                                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    workspace.write_roster([{"name": "jane"}])
+    workspace.write_roster([{"name": "jane"}], proxy_url=False)
     with listener:
         result = workspace.run("plan", "--proxy-url", url)
     assert result.rc == 1

@@ -38,8 +38,11 @@ def kube_roster(ws: Workspace, *, url: bool, service: bool = True, secret: dict 
 
 
 def env(ws: Workspace, server: FakeApiServer, tmp_path, **extra) -> dict[str, str]:
-    e = ws.env(KUBECONFIG=str(server.kubeconfig(tmp_path / "kubeconfig")), **extra)
+    e = ws.env(KUBECONFIG=str(server.kubeconfig(tmp_path / "kubeconfig")), LITELLM_PROXY_KUBE=f"{NS}/litellm",
+               **extra)
     del e["LITELLM_MASTER_KEY"]  # it must come from the Secret
+    if "url:" not in ws.roster.read_text():
+        del e["LITELLM_PROXY_URL"]  # the operator confirms the roster's Service instead
     return e
 
 

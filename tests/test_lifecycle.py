@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 import httpx
+import yaml
 from helpers import MASTER, check_invariant, managed_keys, sandbox_models
 
 from reconciler.timeutil import iso, utcnow
@@ -134,9 +135,12 @@ def test_handmade_key_conflict_then_adopt_keeps_its_secret(workspace, sandbox):
     assert workspace.run("apply").rc == 0
     assert sandbox.store.rows[made["token"]]["metadata"] == {}  # untouched without a decision
 
-    assert workspace.run("apply", "--adopt", "jane").rc == 0
+    braked = workspace.run("apply", "--adopt", "jane")  # a takeover is high-risk: it needs --force, always
+    assert braked.rc == 4 and "takes over a key made by hand (claude-code-jane" in braked.stderr
+    assert workspace.run("apply", "--adopt", "jane", "--force").rc == 0
     row = sandbox.store.rows[made["token"]]
-    assert row["metadata"]["managed_by"] == "litellm-roster" and row["user_id"] == "jane"
+    assert row["metadata"]["managed_by"] == "litellm-roster" and row["user_id"] == "roster:jane"
+    assert yaml.safe_load((workspace.keys / "jane.adopted.yaml").read_text())["token_sha256"] == made["token"]
     assert sandbox_models(sandbox.url, made["key"]) == [OPUS, SONNET]  # same secret, roster's models
     assert not (workspace.keys / "jane.sops.yaml").exists()
     assert workspace.run("plan", "--detailed-exitcode").rc == 0
@@ -145,7 +149,8 @@ def test_handmade_key_conflict_then_adopt_keeps_its_secret(workspace, sandbox):
 def test_handmade_key_replaced_by_a_delivered_one(workspace, sandbox):
     made = _handmade(sandbox, "claude-code-jane", workspace)
     workspace.write_roster([{"name": "jane"}], grace="1h")
-    assert workspace.run("apply", "--replace", "jane").rc == 0
+    assert workspace.run("apply", "--replace", "jane").rc == 4  # replacing is high-risk too
+    assert workspace.run("apply", "--replace", "jane", "--force").rc == 0
     secret = workspace.decrypt("jane")
     assert secret != made["key"]
     assert sandbox.store.rows[made["token"]]["key_alias"] == "claude-code-jane--retiring"

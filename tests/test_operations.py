@@ -145,7 +145,8 @@ def test_import_writes_a_roster_that_adopts_in_place(workspace, sandbox, people)
     workspace.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
     plan = workspace.run("plan")
     assert "Plan: 0 to create, 0 to rotate, 2 to update, 0 to delete." in plan.stdout
-    assert workspace.run("apply").rc == 0
+    assert "3 other key(s) on the proxy, of which this plan takes over 2" in plan.stdout
+    assert workspace.run("apply", "--force").rc == 0
     for out in made.values():
         row = sandbox.store.rows[out["token"]]  # the same keys, now managed
         assert row["metadata"]["managed_by"] == "litellm-roster" and row["metadata"]["delivery"] == "external"

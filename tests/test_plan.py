@@ -11,20 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.catalog import ModelCatalog
-from reconciler.delivery import KeyFile
-from reconciler.live import LiveKey, managed_metadata
+from reconciler.live import LiveKey, managed_metadata, user_id_for
 from reconciler.plan import (
     Adopt,
     Create,
     Delete,
     Options,
-    Register,
     RemoveFile,
     Rotate,
     Update,
     diff,
     file_document_fields,
 )
+from reconciler.records import KeyFile, Records
 from reconciler.roster import RETIRING_SUFFIX, Limits, parse_roster
 from reconciler.timeutil import iso
 
@@ -54,7 +53,8 @@ def key(name: str, *, token: str | None = None, models=("m1",), created=NOW - ti
     meta = managed_metadata(name, **{k: extra.pop(k) for k in ("retire_at", "delivery") if k in extra}) \
         if managed else {}
     return LiveKey(token=token or tok(name), alias=alias if alias is not None else f"cc-{name}", models=tuple(models),
-                   user_id=name if managed else None, metadata=meta, created_at=created, **extra)
+                   user_id=user_id_for(name) if managed else None, metadata=meta, created_at=created,
+                   created_by="default_user_id", **extra)
 
 
 def file_for(r, name: str, token: str | None = None, recipients=(A, ADMIN), now=NOW) -> KeyFile:
@@ -68,8 +68,9 @@ def _desired(r, name, now=NOW):
     return desired_state(r, CATALOG, now)[name]
 
 
-def plan_of(r, live, files, now=NOW, **options):
-    return diff(r, live, files, now, catalog=CATALOG, proxy_url=URL, options=Options(**options))
+def plan_of(r, live, files, now=NOW, adopted=None, **options):
+    return diff(r, live, Records(files, adopted or {}), now, catalog=CATALOG, proxy_url=URL,
+                options=Options(**options))
 
 
 def kinds(plan):
@@ -174,11 +175,13 @@ def test_missing_or_mismatched_file_or_new_recipient_rotates():
     assert moved.changes[0].reason == "recipient changed: the key file must be readable by the new recipient"
 
 
-def test_orphan_file_is_registered_not_recreated():
+def test_orphan_file_is_never_registered_but_replaced():
+    """A key file with no live key may have been planted: its secret is never registered; a fresh key replaces
+    it."""
     r = roster(dev("jane"))
     plan = plan_of(r, [], {"jane": file_for(r, "jane", token=tok("orphan"))})
     (change,) = plan.changes
-    assert isinstance(change, Register) and change.token == tok("orphan")
+    assert isinstance(change, Create) and "a fresh key replaces keys/jane.sops.yaml" in change.reason
 
 
 def test_retiring_key_deleted_when_grace_ends():
@@ -240,30 +243,24 @@ def test_checksum_ignores_time_but_not_content():
 # ---------------------------------------------------------------- property: applying any plan converges
 
 
-def simulate(r, live: list[LiveKey], files: dict[str, KeyFile], plan, now) -> tuple[list[LiveKey], dict]:
+def simulate(r, live: list[LiveKey], files: dict[str, KeyFile], plan, now) -> tuple[list[LiveKey], dict, dict]:
     """What apply does, on values: the model the real Applier is held to by the end-to-end tests."""
     keys = {k.token: k for k in live}
     files = dict(files)
+    adopted: dict[str, str] = {}
     counter = [0]
 
     def issue(want):
         counter[0] += 1
         token = tok(f"new-{want.name}-{counter[0]}")
-        keys[token] = LiveKey(token, want.alias, want.models, want.name, managed_metadata(want.name), want.blocked,
-                              want.expires, now, want.limits)
+        keys[token] = LiveKey(token, want.alias, want.models, want.user_id, managed_metadata(want.name), want.blocked,
+                              want.expires, now, want.limits, created_by="default_user_id")
         fields = {**file_document_fields(want, URL), "token_sha256": token}
         files[want.name] = KeyFile(want.name, Path(f"keys/{want.name}"), token, frozenset(want.recipients), fields)
 
     for c in plan.changes:
-        if isinstance(c, (Create, Register)):
-            if isinstance(c, Register):
-                keys[c.token] = LiveKey(c.token, c.desired.alias, c.desired.models, c.name,
-                                        managed_metadata(c.name), c.desired.blocked, c.desired.expires, now,
-                                        c.desired.limits)
-                f = files[c.name]
-                files[c.name] = dataclasses.replace(f, fields={**f.fields, **file_document_fields(c.desired, URL)})
-            else:
-                issue(c.desired)
+        if isinstance(c, Create):
+            issue(c.desired)
         elif isinstance(c, Rotate):
             for t in c.drop:
                 keys.pop(t, None)
@@ -271,18 +268,19 @@ def simulate(r, live: list[LiveKey], files: dict[str, KeyFile], plan, now) -> tu
                 keys.pop(c.old.token)
             else:
                 keys[c.old.token] = dataclasses.replace(
-                    c.old, alias=c.desired.alias + RETIRING_SUFFIX, expires=c.retire_at, user_id=c.name,
+                    c.old, alias=c.desired.alias + RETIRING_SUFFIX, expires=c.retire_at, user_id=c.desired.user_id,
                     metadata=managed_metadata(c.name, c.old.metadata if c.old.managed else {},
                                               retire_at=iso(c.retire_at)))
             issue(c.desired)
         elif isinstance(c, Adopt):
             w = c.desired
-            keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.name,
+            adopted[c.name] = c.key.token
+            keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.user_id,
                                                     metadata=managed_metadata(w.name, delivery="external"),
                                                     expires=w.expires, limits=w.limits, blocked=w.blocked)
         elif isinstance(c, Update):
             w = c.desired
-            keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.name,
+            keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.user_id,
                                                     expires=w.expires, limits=w.limits, blocked=w.blocked)
             if c.file_fields:
                 f = files[c.name]
@@ -293,7 +291,7 @@ def simulate(r, live: list[LiveKey], files: dict[str, KeyFile], plan, now) -> tu
                 files.pop(c.name, None)
         elif isinstance(c, RemoveFile):
             files.pop(c.name, None)
-    return list(keys.values()), files
+    return list(keys.values()), files, adopted
 
 
 NAMES = ["ann", "bob", "cy", "dee"]
@@ -341,7 +339,7 @@ def scenarios(draw):
             live.append(key(name, token=token, managed=False, alias=f"bot-{i}"))
         if draw(st.booleans()):
             files[name] = KeyFile(name, Path(f"keys/{name}"), draw(st.sampled_from([token, tok("stray")])),
-                                  frozenset(draw(st.sampled_from([(A, ADMIN), (B, ADMIN)]))), {})
+                                  frozenset(draw(st.sampled_from([(A, ADMIN), (B, ADMIN)]))), {"developer": name})
     return r, live, files
 
 
@@ -350,8 +348,8 @@ def scenarios(draw):
 def test_any_plan_applied_converges(scenario):
     r, live, files = scenario
     plan = plan_of(r, live, files)
-    after_live, after_files = simulate(r, live, files, plan, NOW)
-    again = plan_of(r, after_live, after_files)
+    after_live, after_files, adopted = simulate(r, live, files, plan, NOW)
+    again = plan_of(r, after_live, after_files, adopted=adopted)
     assert again.empty, [c.data for c in again.actions]
     untouched = {k.token for k in live if not k.managed and not (k.alias or "").startswith("cc-")}
     assert untouched <= {k.token for k in after_live}  # keys the tool does not manage are never removed
@@ -368,12 +366,12 @@ def test_alias_pairs_from_litellms_recorded_model_info():
     catalog = ModelCatalog.from_model_info(recorded["body"]["data"])
     assert catalog.aliases_of("claude-sonnet-4.5") == {"claude-sonnet-4.5", "claude-sonnet-4-5-20250929"}
     r = roster(dev("jane", "[claude-sonnet-4.5, claude-3-opus-20240229]"))
-    plan = diff(r, [], {}, NOW, catalog=catalog)
+    plan = diff(r, [], Records(), NOW, catalog=catalog)
     assert plan.warnings == (
         "jane: claude-sonnet-4.5 and claude-sonnet-4-5-20250929 are the same model on this proxy; clients asking "
         "for claude-sonnet-4-5-20250929 will be refused (grant it too, or set keys.grant_model_aliases: true)",)
     granted = roster(dev("jane", "[claude-sonnet-4.5]"), keys="  grant_model_aliases: true\n")
-    assert diff(granted, [], {}, NOW, catalog=catalog).changes[0].desired.models == (
+    assert diff(granted, [], Records(), NOW, catalog=catalog).changes[0].desired.models == (
         "claude-sonnet-4-5-20250929", "claude-sonnet-4.5")
     assert catalog.unknown_message("anthropic/claude-sonnet-4-5-20250929") == (
         "anthropic/claude-sonnet-4-5-20250929 is not served by this proxy; did you mean claude-sonnet-4-5-20250929?")

@@ -131,3 +131,10 @@ def test_a_large_plain_roster_loads(tmp_path):
     path = tmp_path / "roster.yaml"
     path.write_text(f"version: 1\nkeys:\n  alias: cc-{{name}}\ndefaults:\n  models: [m1]\ndevelopers:\n{developers}")
     assert len(load_roster(path).developers) == 20_000
+
+
+def test_repository_schema_is_the_packaged_one():
+    """schema/roster.schema.json is a plain copy (symlinks break on some checkouts) of the schema the tool loads."""
+    root = Path(__file__).parent.parent
+    assert (root / "schema" / "roster.schema.json").read_bytes() == \
+        (root / "reconciler" / "schema" / "roster.schema.json").read_bytes()

@@ -183,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/v1/models"): lambda c, b: store.v1_models(c),
             ("GET", "/models"): lambda c, b: store.v1_models(c),
             ("GET", "/model/info"): lambda c, b: store.model_info(c),
+            ("POST", "/user/new"): lambda c, b: store.user_new(c, b),
+            ("GET", "/user/info"): lambda c, b: store.user_info(c, query.get("user_id")),
             ("GET", "/v1/model/info"): lambda c, b: store.model_info(c),
             ("POST", "/_sandbox/clock"): lambda c, b: self._clock(c, b),
             ("GET", "/_sandbox/stats"): lambda c, b: self._stats(c),

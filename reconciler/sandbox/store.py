@@ -1,4 +1,4 @@
-"""The sandbox's key table and the route logic, following CONTRACT.md. No HTTP here: each route is a method that
+"""The sandbox's key table and the route logic, following docs/litellm.md. No HTTP here: each route is a method that
 takes parsed input and returns (status, body), so the rules can be read in one place.
 
 Keys are kept in an index ordered by (created_at, token), so a page of /key/list is a slice, not a sort.
@@ -19,6 +19,7 @@ from typing import Any, Callable
 Response = tuple[int, Any]
 MASTER_USER_ID = "default_user_id"
 MIN_CUSTOM_KEY_LENGTH = 16
+_WRITE_ROUTES = frozenset({"/key/generate", "/key/update", "/key/delete", "/key/block", "/key/unblock", "/user/new"})
 _BLOCKABLE = re.compile(r"^(sk-[A-Za-z0-9_-]+|[0-9a-f]{64})$")
 
 # The columns of LiteLLM_VerificationToken (openapi-keys.json), with LiteLLM's defaults for a new key.
@@ -107,6 +108,17 @@ class KeyStore:
         self.lock = threading.RLock()
         # Every plaintext ever registered, so tests can scan a run's output for them. A real proxy keeps none.
         self.plaintexts: list[str] = []
+        self.users: dict[str, dict[str, Any]] = {}  # user_id -> row; a key's rights follow its user's role
+
+    def role(self, caller: str) -> str:
+        if caller == "master":
+            return "proxy_admin"
+        user = self.rows[caller].get("user_id")
+        return (self.users.get(user) or {}).get("user_role") or "internal_user"
+
+    def reads_all(self, caller: str) -> bool:
+        """The master key, and a proxy_admin_viewer's key: LiteLLM gives the viewer read parity with the admin."""
+        return self.role(caller) in ("proxy_admin", "proxy_admin_viewer")
 
     def now(self) -> datetime:
         return self._clock() + self.offset
@@ -146,8 +158,11 @@ class KeyStore:
         if self._expired(row):
             return None, error(401, f"Authentication Error - Expired Key. Key Expiry time {row['expires']} and "
                                     f"current time {_iso(self.now())}", "expired_key", f"sk-...{token[-4:]}")
-        if route in ("/key/generate", "/key/update", "/key/delete", "/key/block", "/key/unblock") \
-                and row.get("user_id") is None:
+        role = (self.users.get(row.get("user_id")) or {}).get("user_role")
+        if role == "proxy_admin_viewer" and route in _WRITE_ROUTES:
+            return None, error(403, f"user not allowed to access this route, role= {role}. Trying to access: "
+                                    f"{route}", "auth_error", "None")
+        if route in _WRITE_ROUTES and row.get("user_id") is None:
             return None, error(401, "Authentication Error, Only proxy admin can be used to generate, delete, "
                                     f"update info for new keys/users/teams. Route={route}. Your role=unknown. "
                                     "Your user_id=*******", "auth_error", "None")
@@ -302,7 +317,7 @@ class KeyStore:
             row = self.rows.get(token)
             if row is not None:
                 mine = self.rows.get(caller, {})
-                if caller != "master" and token != caller and row.get("user_id") != mine.get("user_id"):
+                if not self.reads_all(caller) and token != caller and row.get("user_id") != mine.get("user_id"):
                     return error(403, "You are not allowed to access this key's info. Your role=unknown",
                                  "auth_error", "None")
                 info = {k: v for k, v in row.items() if k != "token"}
@@ -339,7 +354,7 @@ class KeyStore:
             return error(400, f"Invalid status: {status}", "bad_request_error", "None")
         full = query.get("return_full_object", "false").lower() == "true"
         with self.lock:
-            if caller != "master":
+            if not self.reads_all(caller):
                 own = self.rows[caller].get("user_id")
                 if own is None:
                     return error(403, "You are not authorized to access this endpoint. No 'user_id' is associated "
@@ -482,6 +497,29 @@ class KeyStore:
             view = {**row, "org_id": row.get("organization_id"), "litellm_budget_table": None,
                     "object_permission": None}
             return 200, {k: view.get(k) for k in _BLOCK_FIELDS}
+
+    # ------------------------------------------------------------ users
+
+    def user_new(self, caller: str, body: dict[str, Any]) -> Response:
+        if self.role(caller) != "proxy_admin":
+            return error(401, "Authentication Error, Only proxy admin can be used to generate, delete, update info "
+                              "for new keys/users/teams. Route=/user/new.", "auth_error", "None")
+        user_id = body.get("user_id") or str(uuid.uuid4())
+        role = body.get("user_role") or "internal_user"
+        if role not in ("proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"):
+            return error(400, f"Invalid user_role: {role}", "bad_request_error", "user_role")
+        with self.lock:
+            self.users[user_id] = {"user_id": user_id, "user_role": role, "created_at": _iso(self.now())}
+        return 200, {"user_id": user_id, "user_role": role}
+
+    def user_info(self, caller: str, user_id: str | None) -> Response:
+        user_id = user_id or (None if caller == "master" else self.rows[caller].get("user_id"))
+        row = self.users.get(user_id or "")
+        if row is None:
+            return error(404, f"User {user_id} not found", "internal_server_error", None)
+        if not self.reads_all(caller) and self.rows[caller].get("user_id") != user_id:
+            return error(403, "You are not allowed to view this user", "auth_error", "None")
+        return 200, {"user_id": user_id, "user_info": dict(row), "keys": [], "teams": []}
 
     # ------------------------------------------------------------ models (§7)
 

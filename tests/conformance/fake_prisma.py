@@ -379,8 +379,13 @@ def _install_prisma_package() -> None:
     package.errors = _ErrorsModule("prisma.errors")  # type: ignore[attr-defined]
     engine.errors = _ErrorsModule("prisma.engine.errors")  # type: ignore[attr-defined]
     package.engine = engine  # type: ignore[attr-defined]
+    package.Json = _json  # type: ignore[attr-defined]  # /user/new wraps JSON columns in it; the stand-in stores values
     sys.modules.update({"prisma": package, "prisma.errors": package.errors, "prisma.engine": engine,
                         "prisma.engine.errors": engine.errors})
+
+
+def _json(data: Any) -> Any:
+    return data
 
 
 def install(proxy_server: Any) -> Any:

@@ -11,7 +11,7 @@ def _invariant(ws, litellm) -> None:
     """The delivery invariant, read over HTTP: each live managed key has its file, which decrypts to it."""
     import hashlib
 
-    from reconciler.delivery import read_key_files
+    from reconciler.records import read_key_files
 
     current = [k for k in litellm.managed() if "retire_at" not in k["metadata"]]
     files = read_key_files(ws.keys)
@@ -81,7 +81,7 @@ def test_wrong_master_key_and_unknown_model(real_workspace, litellm):
     ws = real_workspace
     ws.write_roster(TEAM)
     wrong = ws.run("apply", env=ws.env(LITELLM_MASTER_KEY="sk-not-the-master-key-99"))
-    assert wrong.rc == 1 and "GET /model/info: HTTP 401: Authentication Error" in wrong.stderr
+    assert wrong.rc == 1 and "GET /key/info: HTTP 401: Authentication Error" in wrong.stderr
     ws.write_roster([{"name": "jane", "models": ["claude-sonnet-4-5"]}])
     unknown = ws.run("apply")
     assert unknown.rc == 1
@@ -95,6 +95,6 @@ def test_handmade_key_adopted_in_place(real_workspace, litellm):
     ws.known_secrets.append(made["key"])
     ws.write_roster([{"name": "jane"}])
     assert "!   jane" in ws.run("plan").stdout
-    assert ws.run("apply", "--adopt", "jane").rc == 0
+    assert ws.run("apply", "--adopt", "jane", "--force").rc == 0
     assert litellm.models_for(made["key"]) == [OPUS, SONNET]
     assert ws.run("plan", "--detailed-exitcode").rc == 0

@@ -1,0 +1,213 @@
+"""What the repository records about keys, read without sops: the readable part of each key file
+(<name>.sops.yaml) and the adoption records (<name>.adopted.yaml) of keys taken over in place.
+
+These records are half of the proof that a live key is this tool's (docs/design.md, "Ownership"): a key's hash
+must be in them. The delivery directory must lie inside the roster's directory with no symlink on the way, so that
+nothing a pull request commits can make apply write or delete elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .recipients import canonical
+
+SUFFIX = ".sops.yaml"
+ADOPTED_SUFFIX = ".adopted.yaml"
+TEMP_GLOB = ".*.tmp"  # write_atomic's temp files: left only by a killed run, removed by the next apply
+NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # the roster's developer names, matched whole
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: plan reads thousands of key files
+CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256")
+
+
+def token_of(secret: str) -> str:
+    """LiteLLM's `token`: sha256 hex of the secret (docs/litellm.md §2). Not a secret itself."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """The readable part of a key file; enough to match it with a live key without decrypting."""
+
+    name: str
+    path: Path
+    token_sha256: str | None
+    recipients: frozenset[str]
+    fields: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    problem: str | None = None  # set when the file cannot be trusted (unparseable, not sops, not ours)
+
+
+
+_RECIPIENT_LINE = re.compile(r"^\s*-?\s*recipient:\s*(.+?)\s*$", re.M)
+_SOPS_BLOCK = "\nsops:\n"
+
+
+def read_key_files(directory: Path) -> dict[str, KeyFile]:
+    """Every <name>.sops.yaml in the directory whose name is a developer name, by that name. A symlink or other
+    non-regular file is read as a problem, never followed.
+
+    The sops block (mostly armoured age stanzas) is nine tenths of a key file and slow to build as YAML. For files
+    of the shape sops writes, the part above it is read by a strict line reader and the recipients from their
+    lines; anything else, or any doubt, gets a full YAML parse."""
+    if not directory.is_dir():
+        return {}
+    out = {}
+    for path in sorted(directory.glob("*" + SUFFIX)):
+        name = path.name[: -len(SUFFIX)]
+        if not NAME.fullmatch(name):
+            continue
+        if path.is_symlink() or not path.is_file():
+            out[name] = KeyFile(name, path, None, frozenset(), problem="not a regular file (a symlink?)")
+            continue
+        out[name] = _fast_key_file(name, path) or read_key_file(name, path)
+    return out
+
+
+def _fast_key_file(name: str, path: Path) -> KeyFile | None:
+    try:
+        head, marker, tail = path.read_text("utf-8").partition(_SOPS_BLOCK)
+    except (OSError, UnicodeDecodeError):
+        return None
+    recipients = _RECIPIENT_LINE.findall(tail) if marker else []
+    doc = _simple_mapping(head) if recipients else None
+    if doc is None:
+        return None
+    return _key_file(name, path, {**doc, "sops": {"age": [{"recipient": r.strip("'\"")} for r in recipients]}})
+
+
+_TOP_LINE = re.compile(r"^([a-z_][a-z0-9_]*):(?: (.*))?$")
+_ITEM_LINE = re.compile(r"^ +- (.*)$")
+_RESOLVER = yaml.resolver.Resolver()
+_PLAIN = re.compile(r"^[A-Za-z0-9_./+-][A-Za-z0-9_./:@+=,\[\]-]*$")  # no spaces: no ': ' or ' #' to mind
+
+
+def _scalar(text: str) -> tuple[bool, Any]:
+    if text.startswith('"'):
+        try:
+            return True, json.loads(text)  # sops double-quotes with JSON-compatible escapes
+        except ValueError:
+            return False, None
+    if not _PLAIN.match(text):
+        return False, None
+    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # YAML's own reading of a plain scalar
+    if tag == "tag:yaml.org,2002:str":
+        return True, text
+    if tag == "tag:yaml.org,2002:null":
+        return True, None
+    return False, None  # numbers, booleans, timestamps: left to the full parse
+
+
+def _simple_mapping(head: str) -> dict[str, Any] | None:
+    """The readable fields as sops writes them: `name: scalar` lines and block lists of scalars. Anything outside
+    that strict shape returns None and the file gets a full YAML parse instead, so this never guesses."""
+    out: dict[str, Any] = {}
+    current: list[Any] | None = None
+    for line in head.split("\n"):
+        if not line:
+            continue
+        item = _ITEM_LINE.match(line)
+        if item and current is not None:
+            ok, value = _scalar(item.group(1))
+            if not ok:
+                return None
+            current.append(value)
+            continue
+        top = _TOP_LINE.match(line)
+        if not top or top.group(1) in out:
+            return None
+        if top.group(2) is None:
+            current = out[top.group(1)] = []
+            continue
+        current = None
+        ok, value = _scalar(top.group(2))
+        if not ok:
+            if top.group(2) == "[]":
+                value = []
+            else:
+                return None
+        out[top.group(1)] = value
+    return out
+
+
+def read_key_file(name: str, path: Path) -> KeyFile:
+    try:
+        data = yaml.load(path.read_text("utf-8"), Loader=_LOADER)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return KeyFile(name, path, None, frozenset(), problem=f"unreadable ({type(exc).__name__})")
+    return _key_file(name, path, data)
+
+
+def _key_file(name: str, path: Path, data: Any) -> KeyFile:
+    if not isinstance(data, dict) or not isinstance(data.get("sops"), dict):
+        return KeyFile(name, path, None, frozenset(), problem="not a sops file")
+    recipients = frozenset(canonical(str(r.get("recipient"))) for r in data["sops"].get("age") or []
+                           if isinstance(r, dict))
+    token = data.get("token_sha256")
+    fields = {k: data.get(k) for k in CLEARTEXT_FIELDS}
+    problem = None if data.get("developer") == name else f"not this tool's key file for {name} (developer field)"
+    return KeyFile(name, path, token if isinstance(token, str) else None, recipients, fields, problem)
+
+
+@dataclass(frozen=True)
+class Records:
+    """Everything the delivery directory says: key files and adoption records, by developer name."""
+
+    files: dict[str, KeyFile] = field(default_factory=dict)
+    adopted: dict[str, str] = field(default_factory=dict)  # developer -> token of the key adopted in place
+
+    def proves(self, name: str, token: str) -> bool:
+        """An adoption record for this developer holds this key's hash."""
+        return self.adopted.get(name) == token
+
+
+def read_adoptions(directory: Path) -> dict[str, str]:
+    out = {}
+    if not directory.is_dir():
+        return out
+    for path in sorted(directory.glob("*" + ADOPTED_SUFFIX)):
+        name = path.name[: -len(ADOPTED_SUFFIX)]
+        if not NAME.fullmatch(name) or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            data = yaml.load(path.read_text("utf-8"), Loader=_LOADER)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data.get("developer") == name and isinstance(data.get("token_sha256"), str):
+            out[name] = data["token_sha256"]
+    return out
+
+
+def read_records(directory: Path) -> Records:
+    return Records(read_key_files(directory), read_adoptions(directory))
+
+
+def adoption_document(name: str, token: str, when: str) -> bytes:
+    return yaml.safe_dump({"developer": name, "token_sha256": token, "adopted_at": when}, sort_keys=False).encode()
+
+
+def confined_delivery_dir(roster_path: str | Path, delivery_dir: str) -> Path:
+    """The delivery directory, checked to lie inside the roster's directory with no symlink on the way (a committed
+    `keys -> /etc` would otherwise send writes and deletions anywhere)."""
+    base = Path(roster_path).resolve().parent
+    target = base
+    for part in Path(delivery_dir).parts:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise ConfigError(f"keys.delivery_dir {delivery_dir!r} leaves the roster's directory; use a directory "
+                              "inside it, such as keys")
+        target = target / part
+        if target.is_symlink():
+            raise ConfigError(f"keys.delivery_dir: {target} is a symlink; key files are written only to a real "
+                              "directory inside the roster's directory. Replace the link with a directory")
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"keys.delivery_dir: {target} is not a directory")
+    return target

@@ -1,0 +1,292 @@
+"""The service layer: operator settings resolved once into a Session that plans, applies and reports. The CLI only
+parses, calls this, renders and exits.
+
+Trust is decided here (docs/security.md). The roster is data from pull requests, so it never decides where a
+credential goes: the proxy is the one the operator named (flag, environment), a roster that names another is
+refused, roster headers expand only the variables the operator allowed, and apply first proves that it holds the
+proxy's master key. Read-only commands use a read-only key when one is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from .catalog import ModelCatalog
+from .errors import ConfigError, CredentialError, ModelError, StalePlanError
+from .litellm import LiteLLMClient
+from .live import LiveKey
+from .plan import Options, Plan, desired_models, diff
+from .records import read_records
+from .roster import Roster
+from .timeutil import parse_instant, utcnow
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator said, outside the roster: flags and environment."""
+
+    proxy_url: str | None = None  # --proxy-url, else LITELLM_PROXY_URL
+    kube_target: str | None = None  # --kube-target, else LITELLM_PROXY_KUBE: "namespace[/service]" the roster may use
+    kube_context: str | None = None
+    master_key: str = ""  # LITELLM_MASTER_KEY
+    viewer_key: str = ""  # LITELLM_VIEWER_KEY: a proxy_admin_viewer's key, enough for every read-only command
+    header_vars: frozenset[str] = frozenset()  # RECONCILE_HEADER_VARS: variables roster headers may expand
+    ca_bundle: str | None = None
+    timeout: float | None = None
+    actor: str = "litellm-roster"
+    now: str | None = None  # RECONCILE_NOW: plan as of another time
+
+    @classmethod
+    def from_environment(cls, *, proxy_url: str | None = None, kube_target: str | None = None,
+                         kube_context: str | None = None, ca_bundle: str | None = None,
+                         timeout: float | None = None) -> Settings:
+        env = os.environ
+        return cls(proxy_url=proxy_url or env.get("LITELLM_PROXY_URL") or None,
+                   kube_target=kube_target or env.get("LITELLM_PROXY_KUBE") or None, kube_context=kube_context,
+                   master_key=env.get("LITELLM_MASTER_KEY", ""), viewer_key=env.get("LITELLM_VIEWER_KEY", ""),
+                   header_vars=frozenset(v for v in re.split(r"[\s,]+", env.get("RECONCILE_HEADER_VARS", "")) if v),
+                   ca_bundle=ca_bundle, timeout=timeout, actor=actor(), now=env.get("RECONCILE_NOW") or None)
+
+
+def actor() -> str:
+    """Who is applying, one string for the audit log, LiteLLM's changed-by header and the lock."""
+    return (os.environ.get("RECONCILE_ACTOR") or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER")
+            or "litellm-roster")
+
+
+def normalize_url(url: str) -> str:
+    """One spelling per address: lowercase scheme and host, no default port, no trailing slash."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def clock(settings: Settings) -> Callable[[], datetime]:
+    """RECONCILE_NOW pretends the time is another: for what-if plans and for tests that move a sandbox's clock."""
+    if not settings.now:
+        return utcnow
+    try:
+        start = parse_instant(settings.now, end_of_day=False)
+    except ValueError:
+        raise ConfigError(f"RECONCILE_NOW={settings.now!r} is not a time; use 2027-01-31T09:00:00Z") from None
+    offset = start - utcnow()
+    return lambda: utcnow() + offset
+
+
+def expand_headers(roster: Roster, allowed: frozenset[str]) -> dict[str, str]:
+    """Roster headers with ${VAR} expanded, for allowed variables only: a pull request must not be able to send
+    LITELLM_MASTER_KEY (or anything else in CI's environment) to the proxy in a header of its choosing."""
+    out = {}
+    for name, value in roster.proxy_headers.items():
+        def lookup(m: re.Match[str], name: str = name) -> str:
+            var = m.group(1)
+            if var not in allowed:
+                raise ConfigError(f"{roster.path}: proxy.headers.{name} uses ${{{var}}}, which the operator has not "
+                                  f"allowed; list it in RECONCILE_HEADER_VARS (outside the roster) if the header "
+                                  "needs it")
+            if var not in os.environ:
+                raise ConfigError(f"proxy.headers.{name} uses ${{{var}}}, which is not set in the environment")
+            return os.environ[var]
+        out[name] = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lookup, value)
+    return out
+
+
+def _confirmed_kube(roster: Roster, settings: Settings, *, service: bool) -> None:
+    kube = roster.kubernetes
+    assert kube is not None
+    wanted = f"{kube.namespace}/{kube.service}" if service else kube.namespace
+    what = f"the Service {wanted}" if service else f"a Secret in namespace {kube.namespace}"
+    given = (settings.kube_target or "").strip("/")
+    if not given:
+        raise ConfigError(f"{roster.path}: proxy.kubernetes names {what}, but the master key goes only to a proxy "
+                          f"the operator named: set LITELLM_PROXY_KUBE={wanted} (or --kube-target) to confirm it, "
+                          "or pass --proxy-url")
+    if given != wanted and not (not service and given.split("/")[0] == wanted):
+        raise ConfigError(f"{roster.path}: proxy.kubernetes names {what}, but the operator named {given} "
+                          "(LITELLM_PROXY_KUBE); the roster may not send the master key elsewhere")
+
+
+def _confirmed_url(roster: Roster, settings: Settings) -> str | None:
+    if settings.proxy_url:
+        if roster.proxy_url and normalize_url(roster.proxy_url) != normalize_url(settings.proxy_url):
+            raise ConfigError(f"{roster.path}: proxy.url is {roster.proxy_url}, but the operator named "
+                              f"{settings.proxy_url} (--proxy-url or LITELLM_PROXY_URL); the roster may not send the "
+                              "master key elsewhere. Fix proxy.url or remove it")
+        return settings.proxy_url.rstrip("/")
+    if roster.kubernetes is not None and roster.kubernetes.service:
+        _confirmed_kube(roster, settings, service=True)
+        return None
+    if roster.proxy_url:
+        raise ConfigError(f"{roster.path}: proxy.url names {roster.proxy_url}, but the master key goes only to a "
+                          f"proxy the operator named: pass --proxy-url {roster.proxy_url} or set LITELLM_PROXY_URL")
+    raise ConfigError("no proxy URL: pass --proxy-url or set LITELLM_PROXY_URL (or name a Kubernetes Service in "
+                      "proxy.kubernetes and confirm it with LITELLM_PROXY_KUBE)")
+
+
+def check_models(roster: Roster, catalog: ModelCatalog) -> None:
+    problems = []
+    for dev in roster.developers:
+        for name in desired_models(roster, dev, None):
+            if not catalog.serves(name):
+                problems.append(f"  {roster.path}:{dev.line}: developers ({dev.name}).models: "
+                                f"{catalog.unknown_message(name)}")
+    if problems:
+        raise ModelError("the roster grants models this proxy does not serve; nothing was changed:\n"
+                         + "\n".join(sorted(set(problems))))
+
+
+def options_for(roster: Roster, *, adopt: list[str] | None = None, replace: list[str] | None = None,
+                only: list[str] | None = None, no_delete: bool = False) -> Options:
+    names = {d.name for d in roster.developers}
+    for flag, given in (("adopt", adopt), ("replace", replace)):  # --only may name a developer who left
+        for name in given or []:
+            if name not in names:
+                raise ConfigError(f"--{flag} {name}: no developer of that name in {roster.path}")
+    return Options(adopt=frozenset(adopt or ()), replace=frozenset(replace or ()),
+                   only=frozenset(only) if only else None, no_delete=no_delete)
+
+
+def check_reviewed(plan: Plan, roster_path: str, *, reviewed_file: str | None, checksum: str | None) -> None:
+    if reviewed_file:
+        try:
+            reviewed = json.loads(Path(reviewed_file).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--plan {reviewed_file}: cannot read it ({type(exc).__name__})") from None
+        if reviewed.get("roster_sha256") != plan.roster_sha256:
+            raise StalePlanError(f"plan is stale: {roster_path} changed since {reviewed_file} was made; plan again")
+        if reviewed.get("checksum") != plan.checksum:
+            what = "the live keys changed" if reviewed.get("live_fingerprint") != plan.live_fingerprint \
+                else "the changes differ"
+            raise StalePlanError(f"plan is stale: {what} since {reviewed_file} was made "
+                                 f"({reviewed.get('summary')} then; {plan.summary} now); plan again")
+    if checksum and checksum != plan.checksum:
+        raise StalePlanError(f"plan checksum is {plan.checksum}, not the reviewed {checksum}: the roster or "
+                             "the proxy changed since review; plan again")
+
+
+@dataclass
+class Session:
+    """A roster connected to its proxy: one client, the stable proxy name, and whatever must be closed."""
+
+    roster: Roster
+    settings: Settings
+    client: LiteLLMClient
+    proxy_url: str  # the proxy's stable address: for key files, reports and the lock
+    clock: Callable[[], datetime]
+    admin: bool  # holds the master key (checked by require_admin before any write)
+    kube_api: Any = None
+    secrets: tuple[str, ...] = ()  # every credential this session holds: for redaction
+    _stack: ExitStack = field(default_factory=ExitStack)
+
+    @classmethod
+    def open(cls, roster: Roster, settings: Settings, *, admin: bool) -> Session:
+        """admin: the command writes (apply), so it needs the master key; else a viewer key is preferred."""
+        stack = ExitStack()
+        try:
+            return cls._open(roster, settings, admin, stack)
+        except BaseException:
+            stack.close()
+            raise
+
+    @classmethod
+    def _open(cls, roster: Roster, settings: Settings, admin: bool, stack: ExitStack) -> Session:
+        kube = roster.kubernetes
+        url = public_url = _confirmed_url(roster, settings)
+        api = None
+        credential = settings.master_key if admin else (settings.viewer_key or settings.master_key)
+        needs_secret = not credential and kube is not None and kube.secret_name
+        if (url is None or needs_secret) and kube is not None:
+            from .kube import api_client
+
+            if needs_secret:
+                _confirmed_kube(roster, settings, service=False)
+            api = api_client(settings.kube_context or kube.context)
+        if url is None:
+            from .kube import proxy_url
+
+            assert kube is not None
+            url, public_url, forward = proxy_url(api, kube)
+            if forward is not None:
+                stack.callback(forward.close)
+        if needs_secret:
+            from .kube import read_secret
+
+            assert kube is not None
+            credential = read_secret(api, kube.namespace, kube.secret_name or "", kube.secret_key or "")
+        if not credential:
+            raise ConfigError("LITELLM_MASTER_KEY is not set: export the proxy's master key (from your secret store)"
+                              + ("" if admin else ", or a read-only key in LITELLM_VIEWER_KEY"))
+        headers = expand_headers(roster, settings.header_vars)
+        client = LiteLLMClient(url, credential, headers=headers, actor=settings.actor,
+                               verify=settings.ca_bundle or True, timeout=settings.timeout)
+        stack.callback(client.close)
+        assert public_url is not None
+        secrets = (credential, *(v for v in headers.values() if v))
+        return cls(roster, settings, client, normalize_url(public_url), clock(settings), admin, api, secrets, stack)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ reads
+
+    def catalog(self) -> ModelCatalog:
+        return ModelCatalog.from_model_info(self.client.model_info())
+
+    def live_keys(self) -> list[LiveKey]:
+        return [LiveKey.from_api(obj) for obj in self.client.list_keys()]
+
+    def plan(self, options: Options | None = None) -> Plan:
+        catalog = self.catalog()
+        check_models(self.roster, catalog)
+        live = self.live_keys()
+        records = read_records(self.roster.delivery_path)
+        return diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
+                    options=options or Options())
+
+    # ------------------------------------------------------------ writes
+
+    def require_admin(self) -> None:
+        """Before any write: the credential must be the proxy's master key. A viewer key, or a developer's key
+        pasted by mistake, stops here with what it is, and nothing is changed."""
+        who = self.client.whoami()
+        if who.master:
+            return
+        what = f"a virtual key of user {who.user_id!r}" if who.user_id else "a virtual key with no user"
+        if who.role:
+            what += f" (role {who.role})"
+        hint = " It is read-only: use it for plan (LITELLM_VIEWER_KEY), and the master key for apply." \
+            if who.role == "proxy_admin_viewer" else ""
+        raise CredentialError(f"apply needs the proxy's master key, but LITELLM_MASTER_KEY holds {what}; nothing "
+                              f"was changed.{hint}")
+
+    def lock(self) -> Any:
+        """One apply per proxy: a Lease where the roster uses Kubernetes, else a local lock file."""
+        from .lock import FileLock, default_holder, lock_path
+
+        kube = self.roster.kubernetes
+        if self.kube_api is None or kube is None:
+            return FileLock(lock_path(self.proxy_url))
+        from .kube import LeaseLock
+
+        # Named for the Service (or URL), not the local port-forward address, which changes every run.
+        target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
+        return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", default_holder())

@@ -1,0 +1,112 @@
+"""The GitHub workflows under the threat model: no job a pull request triggers can read the master key or runs the
+pull request's code with a credential, every action is pinned to a commit, and the plan job's own command plans
+end to end with a read-only key against LiteLLM's app."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import BIN
+
+WORKFLOWS = Path(__file__).parents[2] / ".github" / "workflows"
+
+
+def load(name: str) -> dict:
+    doc = yaml.safe_load((WORKFLOWS / name).read_text())
+    doc["on"] = doc.pop(True, doc.get("on"))  # YAML 1.1 reads the key `on` as true
+    return doc
+
+
+def all_workflows() -> dict[str, dict]:
+    return {p.name: load(p.name) for p in sorted(WORKFLOWS.glob("*.yml"))}
+
+
+def steps(doc: dict):
+    for job_name, job in doc["jobs"].items():
+        for step in job.get("steps", []):
+            yield job_name, job, step
+
+
+def test_every_action_is_pinned_to_a_commit():
+    for name, doc in all_workflows().items():
+        for job_name, _, step in steps(doc):
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), (name, job_name, step["uses"])
+
+
+def test_only_the_apply_job_on_main_can_read_the_master_key():
+    for name, doc in all_workflows().items():
+        text = (WORKFLOWS / name).read_text()
+        if name != "roster-apply.yml":
+            assert "LITELLM_MASTER_KEY" not in text, name
+            continue
+        assert set(doc["on"]) == {"push", "workflow_dispatch"} and doc["on"]["push"]["branches"] == ["main"]
+        (job,) = doc["jobs"].values()
+        assert job["environment"] == "litellm-admin" and "refs/heads/main" in job["if"]
+
+
+def test_pull_request_plan_runs_no_code_from_the_pull_request():
+    doc = load("roster-plan.yml")
+    assert set(doc["on"]) == {"pull_request_target"}  # this file as it is on the base branch
+    assert doc["permissions"] == {}
+    plan = doc["jobs"]["plan"]
+    checkout = next(s for s in plan["steps"] if "actions/checkout" in s.get("uses", ""))
+    assert checkout["with"] == {"ref": "${{ github.event.pull_request.base.sha }}", "persist-credentials": False}
+    scripts = "\n".join(s.get("run", "") for s in plan["steps"])
+    assert "checkout" not in scripts and "git show" in scripts  # the pull request's files are read as data
+    install = scripts.index("pip install .")
+    assert install < scripts.index("git fetch")  # the tool is installed before anything is taken from the PR
+    assert plan["permissions"] == {"contents": "read"}
+    secrets = set(re.findall(r"secrets\.(\w+)", (WORKFLOWS / "roster-plan.yml").read_text()))
+    assert secrets == {"LITELLM_VIEWER_KEY"}
+    comment = doc["jobs"]["comment"]
+    assert comment["permissions"] == {"pull-requests": "write"}
+    assert all("run" not in s for s in comment["steps"])  # the job that can write runs no repository code
+
+
+def test_no_checkout_keeps_credentials_unless_it_pushes():
+    for name, doc in all_workflows().items():
+        for job_name, _, step in steps(doc):
+            if "actions/checkout" in step.get("uses", ""):
+                pushes = name == "roster-apply.yml"
+                assert step.get("with", {}).get("persist-credentials") is pushes, (name, job_name)
+
+
+def test_zizmor_finds_nothing_high():
+    zizmor = BIN / "zizmor"
+    if not zizmor.exists():
+        pytest.skip("zizmor is in the lint extra: pip install -e '.[lint]'")
+    done = subprocess.run([str(zizmor), "--offline", "--format", "json", str(WORKFLOWS)], capture_output=True,
+                          text=True, timeout=120)
+    findings = json.loads(done.stdout or "[]")
+    assert [f for f in findings if f["determinations"]["severity"] in ("High", "Medium")] == []
+
+
+def test_plan_job_command_with_a_viewer_key_against_litellm(tmp_path, litellm, people):
+    """The plan step of roster-plan.yml, run as written, with only a proxy_admin_viewer key in its environment."""
+    from helpers import Workspace
+
+    litellm.http.post("/user/new", json={"user_id": "ci-viewer", "user_role": "proxy_admin_viewer"})
+    viewer = litellm.http.post("/key/generate", json={"user_id": "ci-viewer"}).json()["key"]
+    ws = Workspace(tmp_path, litellm.url, people)
+    ws.write_roster([{"name": "jane"}, {"name": "john"}])
+    step = next(s for _, _, s in steps(load("roster-plan.yml")) if s.get("name") == "plan (read-only credential)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "RECONCILE_"))}
+    env.update({"LITELLM_VIEWER_KEY": viewer, "LITELLM_PROXY_URL": litellm.url,
+                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"})
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    plan = (tmp_path / "plan.md").read_text()
+    assert "**Plan: 2 to create, 0 to rotate, 0 to update, 0 to delete.**" in plan
+    assert json.loads((tmp_path / "plan.json").read_text())["summary"].startswith("Plan: 2 to create")
+    assert viewer not in plan + done.stdout + done.stderr
+    # The same key cannot apply: LiteLLM refuses it every write, and the tool stops before trying.
+    refused = ws.run("apply", env={**env, "LITELLM_MASTER_KEY": viewer})
+    assert refused.rc == 1 and "(role proxy_admin_viewer)" in refused.stderr and not ws.keys.exists()
