@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,7 @@ from .plan import (
     file_document_fields,
 )
 from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
+from .redact import REDACT
 from .roster import RETIRING_SUFFIX, Roster
 from .timeutil import iso
 
@@ -50,7 +52,9 @@ class Outcome:
 
 
 def new_secret() -> str:
-    return "sk-" + secrets.token_urlsafe(SECRET_BYTES)
+    secret = "sk-" + secrets.token_urlsafe(SECRET_BYTES)
+    REDACT.add(secret)  # from now on no sink can print it, whatever an error or a proxy echoes
+    return secret
 
 
 def _duration_until(moment: datetime | None, now: datetime) -> str | None:
@@ -99,8 +103,15 @@ class Applier:
             message = handler(change) or ""
             log.info("%s %s %s: done %s", change.symbol, change.kind, change.name, message)
             outcome = Outcome(change, True, message)
-        except (ReconcileError, OSError) as exc:  # OSError: a key file that could not be written or removed
-            message = str(exc) if isinstance(exc, ReconcileError) else f"{type(exc).__name__}: {exc.strerror or exc}"
+        except Exception as exc:  # one change's failure, whatever it is, is that change's outcome, not the run's
+            if isinstance(exc, ReconcileError):
+                message = str(exc)
+            elif isinstance(exc, OSError):  # a key file that could not be written or removed
+                message = f"{type(exc).__name__}: {exc.strerror or exc}"
+            else:
+                message = f"unexpected {type(exc).__name__}: {exc} (a bug: please report it)"
+                log.debug("%s: %s", change.name, REDACT("".join(traceback.format_exception(exc))))
+            message = REDACT.shorten(message, 500)
             log.error("%s %s %s: failed: %s", change.symbol, change.kind, change.name, message)
             outcome = Outcome(change, False, message)
         self._on_outcome(outcome)
@@ -162,8 +173,8 @@ class Applier:
         now = self.clock()
         secret = new_secret()
         previous = self._write_key_file(want, secret, now)
-        self._hook("after-file", want.name)
         try:
+            self._hook("after-file", want.name)
             before_register()
             self._register_key(want, secret, now)
         except BaseException:

@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 
 from .apply import Outcome
+from .errors import ConfigError
+from .redact import REDACT
 from .timeutil import iso, utcnow
 
 
@@ -17,6 +19,12 @@ class AuditLog:
     def __init__(self, path: Path, *, checksum: str, proxy_url: str, actor: str):
         self.path, self.checksum, self.proxy_url, self.actor = path, checksum, proxy_url, actor
         self._lock = threading.Lock()
+        try:  # before any change: a trail that cannot be written must stop the run, not follow it
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.open("a", encoding="utf-8").close()
+        except OSError as exc:
+            raise ConfigError(f"cannot write the audit log {path}: {exc.strerror or exc}; pass --audit-log "
+                              "another path") from None
 
     def __call__(self, outcome: Outcome) -> None:
         data = outcome.change.data
@@ -27,6 +35,7 @@ class AuditLog:
             "token_prefix": data.get("token_prefix") or data.get("old_token_prefix"),
             "result": "ok" if outcome.ok else "failed", "message": outcome.message,
         }, sort_keys=True)
+        line = REDACT(line)  # the mask is plain text: the line stays valid JSON
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:

@@ -10,25 +10,43 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
 from .errors import ConfigError, ReconcileError
-from .litellm import redact
+from .redact import REDACT
 from .roster import load_roster
 from .session import Session, Settings, check_reviewed, options_for
 
 log = logging.getLogger("reconciler")
-_REDACT: list[str] = []  # credentials this process holds, removed from anything it prints
+_print_lock = threading.Lock()
+
+
+def out(text: str) -> None:
+    """stdout, through the redaction layer: the only way this program writes to it."""
+    with _print_lock:
+        sys.stdout.write(REDACT(text))
+        sys.stdout.flush()
+
+
+def err(text: str) -> None:
+    with _print_lock:
+        sys.stderr.write(REDACT(text))
+        sys.stderr.flush()
 
 
 class _RedactingFilter(logging.Filter):
-    """Defence in depth: whatever a log call was handed, nothing shaped like a key reaches the output."""
+    """Whatever a log call was handed, it reaches stderr through the redaction layer."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), *_REDACT)
+        record.msg = REDACT(record.getMessage())
         record.args = None
+        if record.exc_info:
+            record.msg += "\n" + REDACT("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_info = None
         return True
 
 
@@ -43,19 +61,14 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_environment(proxy_url=getattr(args, "proxy_url", None),
-                                         kube_target=getattr(args, "kube_target", None),
-                                         kube_context=getattr(args, "kube_context", None),
-                                         ca_bundle=getattr(args, "ca_bundle", None),
-                                         timeout=getattr(args, "timeout", None))
-    _REDACT.extend(s for s in (settings.master_key, settings.viewer_key) if s)
-    return settings
+    return Settings.from_environment(proxy_url=getattr(args, "proxy_url", None),
+                                     kube_target=getattr(args, "kube_target", None),
+                                     kube_context=getattr(args, "kube_context", None),
+                                     ca_bundle=getattr(args, "ca_bundle", None), timeout=getattr(args, "timeout", None))
 
 
 def _session(args: argparse.Namespace, *, admin: bool = False, roster: Any = None) -> Session:
-    session = Session.open(roster or load_roster(args.roster), _settings(args), admin=admin)
-    _REDACT.extend(session.secrets)  # a key read from a Secret, header values
-    return session
+    return Session.open(roster or load_roster(args.roster), _settings(args), admin=admin)
 
 
 def _options(args: argparse.Namespace, roster: Any) -> Any:
@@ -73,7 +86,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         with _session(args, roster=roster) as session:
             check_models(roster, session.catalog())
     where = "offline" if args.offline else "against the proxy's models"
-    print(f"{args.roster}: valid ({len(roster.developers)} developers; checked {where})")
+    out(f"{args.roster}: valid ({len(roster.developers)} developers; checked {where})\n")
     return 0
 
 
@@ -84,8 +97,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan = session.plan(_options(args, session.roster))
         requests = session.client.stats.requests
     if args.out:
-        Path(args.out).write_text(render(plan, "json", roster=args.roster, proxy_url=session.proxy_url), "utf-8")
-    sys.stdout.write(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url))
+        Path(args.out).write_text(REDACT(render(plan, "json", roster=args.roster, proxy_url=session.proxy_url)),
+                                  "utf-8")
+    out(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url))
     log.info("%d requests to the proxy", requests)
     return 2 if args.detailed_exitcode and not plan.empty else 0
 
@@ -105,24 +119,27 @@ def cmd_apply(args: argparse.Namespace) -> int:
         try:
             plan = session.plan(_options(args, session.roster))
             check_reviewed(plan, args.roster, reviewed_file=args.plan, checksum=args.checksum)
-            sys.stdout.write(render(plan, "text", roster=args.roster, proxy_url=session.proxy_url))
+            out(render(plan, "text", roster=args.roster, proxy_url=session.proxy_url))
             if plan.empty:
                 return 0
             Brakes(args.max_share, args.max_count).check(plan, force=args.force)
             audit = AuditLog(Path(args.audit_log) if args.audit_log else
                              Path(session.roster.path).parent / "audit.jsonl", checksum=plan.checksum,
                              proxy_url=session.proxy_url, actor=session.settings.actor)
+
+            def finished(outcome: Any) -> None:  # audited and printed as each change finishes
+                audit(outcome)
+                state = "ok" if outcome.ok else "FAILED"
+                out(f"{state:>6}  {outcome.change.symbol:<3} {outcome.change.name}: {outcome.change.kind}"
+                    + (f": {outcome.message}" if outcome.message else "") + "\n")
+
             outcomes = Applier(session.roster, session.client, sops, proxy_url=session.proxy_url,
-                               clock=session.clock, hooks=_crash_hook(), on_outcome=audit).run(plan)
+                               clock=session.clock, hooks=_crash_hook(), on_outcome=finished).run(plan)
         finally:
             lock.release()
     failed = [o for o in outcomes if not o.ok]
-    for outcome in outcomes:
-        state = "ok" if outcome.ok else "FAILED"
-        print(f"{state:>6}  {outcome.change.symbol:<3} {outcome.change.name}: {outcome.change.kind}"
-              + (f": {outcome.message}" if outcome.message else ""))
-    print(f"Apply {'finished with failures' if failed else 'complete'}: {len(outcomes) - len(failed)} done, "
-          f"{len(failed)} failed.")
+    out(f"Apply {'finished with failures' if failed else 'complete'}: {len(outcomes) - len(failed)} done, "
+        f"{len(failed)} failed.\n")
     return 1 if failed else 0
 
 
@@ -139,7 +156,7 @@ def cmd_force_unlock(args: argparse.Namespace) -> int:
         if url is None:
             raise ConfigError("no proxy URL: pass --proxy-url or set LITELLM_PROXY_URL")
         released = FileLock(lock_path(normalize_url(url))).force_unlock(args.lock_id)
-    print(f"removed lock {released.id} held by {released.holder}")
+    out(f"removed lock {released.id} held by {released.holder}\n")
     return 0
 
 
@@ -161,13 +178,13 @@ def cmd_import(args: argparse.Namespace) -> int:
         live = [LiveKey.from_api(obj) for obj in client.list_keys()]
     text, count = import_roster(live, args.alias, normalize_url(settings.proxy_url))
     if args.out == "-":
-        sys.stdout.write(text)
+        out(text)
     else:
-        out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            raise ConfigError(f"{out} exists; pass --overwrite, or --out another path")
-        out.write_text(text, "utf-8")
-    print(f"imported {count} developer(s) from keys whose alias matches {args.alias}", file=sys.stderr)
+        target = Path(args.out)
+        if target.exists() and not args.overwrite:
+            raise ConfigError(f"{target} exists; pass --overwrite, or --out another path")
+        target.write_text(REDACT(text), "utf-8")
+    err(f"imported {count} developer(s) from keys whose alias matches {args.alias}\n")
     return 0
 
 
@@ -191,7 +208,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _session(args) as session:
         live = session.live_keys()
         rows = status_rows(session.roster, live, read_records(session.roster.delivery_path), session.clock())
-    sys.stdout.write(render_status(rows, args.format))
+    out(render_status(rows, args.format))
     return 0
 
 
@@ -202,7 +219,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     master = args.master_key or os.environ.get("LITELLM_MASTER_KEY") or "sk-sandbox-master-key"
     faults = [Fault.parse(spec) for spec in args.fault or []]
     sandbox = start_sandbox(args.port, master, models, host=args.host, faults=faults)
-    print(f"sandbox listening on {sandbox.url} ({len(models)} models); Ctrl-C stops it", flush=True)
+    out(f"sandbox listening on {sandbox.url} ({len(models)} models); Ctrl-C stops it\n")
     try:
         sandbox.thread.join()
     except KeyboardInterrupt:
@@ -302,11 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ReconcileError as exc:
-        print(f"error: {redact(str(exc), *_REDACT)}", file=sys.stderr)
+        err(f"error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        err("interrupted\n")
         return 130
+    except Exception as exc:  # the last resort: one redacted line, the traceback only with -vv
+        if args.verbose > 1:
+            err(traceback.format_exc())
+        err(f"error: unexpected {type(exc).__name__}: {REDACT.shorten(str(exc), 300)} (a bug: please report it; "
+            "-vv shows where)\n")
+        return 1
 
 
 if __name__ == "__main__":

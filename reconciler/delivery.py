@@ -21,6 +21,7 @@ import yaml
 from .errors import DeliveryError
 from .recipients import canonical
 from .records import CLEARTEXT_FIELDS, TEMP_GLOB
+from .redact import REDACT
 
 MIN_SOPS = (3, 9, 0)  # --mac-only-encrypted and /dev/stdin input
 
@@ -116,7 +117,7 @@ class Sops:
             raise DeliveryError(f"sops could not run for {what}: {type(exc).__name__}: {exc}") from None
         if done.returncode != 0:
             # sops's stderr names files and recipients, never the plaintext it was given on stdin.
-            message = " ".join(done.stderr.decode("utf-8", "replace").split())[:300]
+            message = REDACT.shorten(done.stderr.decode("utf-8", "replace"), 300)
             raise DeliveryError(f"sops failed for {what} (exit {done.returncode}): {message}")
         return done.stdout
 

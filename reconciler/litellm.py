@@ -5,7 +5,9 @@ Every route and quirk used here is in docs/litellm.md; section numbers are cited
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
 import re
 import time
@@ -16,35 +18,48 @@ from typing import Any
 import httpx
 
 from .errors import AuthError, ProxyError
+from .redact import REDACT
 
 log = logging.getLogger(__name__)
 
-_SECRETISH = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BODY = 16 * 1024 * 1024  # a page of 100 full key objects is about 100 KB; anything near this is not LiteLLM
 
 
-def redact(text: str, *secrets: str) -> str:
-    """Remove anything that could be a credential from text meant for a user."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return _SECRETISH.sub("sk-***", text)
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, read whole within the size and time bounds."""
+
+    status: int
+    content_type: str
+    content: bytes
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
-def error_message(response: httpx.Response) -> str:
-    """LiteLLM's message out of whichever of its error shapes came back (docs/litellm.md §6)."""
+def error_message(answer: Answer) -> str:
+    """LiteLLM's message out of whichever of its error shapes came back (docs/litellm.md §6). A successful answer
+    that is not JSON is described, never quoted: it could echo the request, credentials included."""
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
-        kind = response.headers.get("content-type", "no content type").split(";")[0]
-        snippet = " ".join(response.text.split())[:120]
+        kind = answer.content_type.split(";")[0] or "no content type"
+        if answer.ok:
+            return f"the proxy answered {kind}, not JSON; is the URL a LiteLLM proxy?"
+        snippet = REDACT.shorten(answer.content.decode("utf-8", "replace"), 120)
         return f"the proxy answered {kind}, not JSON ({snippet!r}); is the URL a LiteLLM proxy?"
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message") is not None:
             message = str(error["message"])
             quoted = re.fullmatch(r"""\{'error': (['"])(.*)\1\}""", message, re.S)  # a str()-ed dict (§6 quirk)
-            return quoted.group(2) if quoted else message
+            return REDACT.shorten(quoted.group(2) if quoted else message, 300)
         detail = body.get("detail")
         if isinstance(detail, list):
             parts = []
@@ -52,10 +67,15 @@ def error_message(response: httpx.Response) -> str:
                 if isinstance(item, dict):
                     where = ".".join(str(p) for p in item.get("loc", []))
                     parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
-            return "; ".join(parts) or "validation error"
+            return REDACT.shorten("; ".join(parts) or "validation error", 300)
         if detail is not None:
-            return str(detail)
-    return f"unexpected error body: {str(body)[:120]}"
+            return REDACT.shorten(str(detail), 300)
+    return f"unexpected error body: {REDACT.shorten(json.dumps(body, default=str), 120)}"
+
+
+def shape_error(route: str, what: str) -> ProxyError:
+    """An answer of the wrong shape: a one-line error naming the route and what was wrong."""
+    return ProxyError(route, 200, f"unexpected answer: {what}; is this a LiteLLM proxy?")
 
 
 @dataclass(frozen=True)
@@ -82,20 +102,23 @@ class LiteLLMClient:
     BACKOFF_BASE = 0.25
     BACKOFF_CAP = 8.0
     LIST_CONCURRENCY = 8
+    MAX_PAGES = 5_000  # 500,000 keys: far past any roster's proxy, and still bounded memory
 
     def __init__(self, base_url: str, master_key: str, *, headers: dict[str, str] | None = None,
                  actor: str | None = None, timeout: httpx.Timeout | float | None = None,
                  transport: httpx.BaseTransport | None = None, verify: bool | str = True):
         if not master_key:
             raise AuthError("setup", None, "no master key: set LITELLM_MASTER_KEY")
-        self._master_key = master_key
-        self._extra_secrets = tuple(v for v in (headers or {}).values() if v)
+        REDACT.add(master_key, *(headers or {}).values())
         base_headers = {**(headers or {}), "Authorization": f"Bearer {master_key}", "Accept": "application/json"}
         if actor:
             base_headers["litellm-changed-by"] = actor  # LiteLLM's audit trail (§9)
         self.base_url = base_url.rstrip("/")
         self.stats = RequestStats()
-        self._http = httpx.Client(base_url=self.base_url, headers=base_headers, timeout=timeout or self.TIMEOUT,
+        timeout = httpx.Timeout(timeout) if isinstance(timeout, (int, float)) else timeout or self.TIMEOUT
+        # The whole of one attempt, not just each read: a proxy that drips a byte a second never trips a read timeout.
+        self._deadline = 2 * (timeout.read or self.TIMEOUT.read or 15.0)
+        self._http = httpx.Client(base_url=self.base_url, headers=base_headers, timeout=timeout,
                                   transport=transport, verify=verify,
                                   limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
 
@@ -110,9 +133,9 @@ class LiteLLMClient:
 
     # ------------------------------------------------------------ transport
 
-    def _sleep_before_retry(self, attempt: int, response: httpx.Response | None) -> None:
+    def _sleep_before_retry(self, attempt: int, answer: Answer | None) -> None:
         delay = min(self.BACKOFF_CAP, self.BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
-        if response is not None and (after := response.headers.get("retry-after")):
+        if answer is not None and (after := answer.retry_after):
             try:
                 delay = min(self.BACKOFF_CAP, max(0.0, float(after)))
             except ValueError:
@@ -127,33 +150,53 @@ class LiteLLMClient:
         headers = {"Authorization": f"Bearer {auth}"} if auth else None
         attempts = self.MAX_ATTEMPTS if retry else 1
         for attempt in range(attempts):
-            response = None
+            answer = None
             try:
                 self.stats.requests += 1
-                response = self._http.request(method, route, params=params, json=body, headers=headers)
+                answer = self._send(route_name, method, route, params, body, headers)
             except httpx.TransportError as exc:
                 if attempt + 1 < attempts:
                     log.debug("%s: %s; retrying", route_name, type(exc).__name__)
                     self._sleep_before_retry(attempt, None)
                     continue
                 raise ProxyError(route_name, None, self._describe_transport_error(exc, attempts)) from None
-            if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
-                log.debug("%s: HTTP %s; retrying", route_name, response.status_code)
-                self._sleep_before_retry(attempt, response)
+            if answer.status in RETRY_STATUSES and attempt + 1 < attempts:
+                log.debug("%s: HTTP %s; retrying", route_name, answer.status)
+                self._sleep_before_retry(attempt, answer)
                 continue
             break
-        assert response is not None
-        if response.is_success:
+        assert answer is not None
+        if answer.ok:
             try:
-                return response.json()
+                return answer.json()
             except ValueError:
-                raise ProxyError(route_name, response.status_code, error_message(response)) from None
-        message = redact(error_message(response), self._master_key, *self._extra_secrets)
-        error_type = AuthError if response.status_code in (401, 403) and auth is None else ProxyError
-        raise error_type(route_name, response.status_code, message)
+                raise ProxyError(route_name, answer.status, error_message(answer)) from None
+        error_type = AuthError if answer.status in (401, 403) and auth is None else ProxyError
+        raise error_type(route_name, answer.status, error_message(answer))
+
+    def _send(self, route_name: str, method: str, route: str, params: dict | None, body: Any,
+              headers: dict[str, str] | None) -> Answer:
+        """One attempt, its answer read whole, but never more than MAX_BODY bytes or longer than the deadline."""
+        deadline = time.monotonic() + self._deadline
+        with self._http.stream(method, route, params=params, json=body, headers=headers) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                raise ProxyError(route_name, response.status_code, f"the answer is {int(declared):,} bytes, over "
+                                 f"the {MAX_BODY:,}-byte limit; is this a LiteLLM proxy?")
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise ProxyError(route_name, response.status_code, f"the answer passed the {MAX_BODY:,}-byte "
+                                     "limit; is this a LiteLLM proxy?")
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"the answer took over {self._deadline:g} s")
+                chunks.append(chunk)
+            return Answer(response.status_code, response.headers.get("content-type", ""), b"".join(chunks),
+                          response.headers.get("retry-after"))
 
     def _describe_transport_error(self, exc: httpx.TransportError, attempts: int) -> str:
-        text = redact(str(exc) or type(exc).__name__, self._master_key, *self._extra_secrets)
+        text = REDACT.shorten(str(exc) or type(exc).__name__, 200)
         if isinstance(exc, httpx.ConnectError):
             if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
                 return f"TLS failed for {self.base_url}: {text}; check the certificate, or pass --ca-bundle"
@@ -172,7 +215,7 @@ class LiteLLMClient:
         """
         for _ in range(2):
             keys, total = self._list_once()
-            unique = {k["token"]: k for k in keys if isinstance(k, dict) and k.get("token")}
+            unique = {k["token"]: k for k in keys}
             if len(unique) == total:
                 return list(unique.values())
             log.debug("key list changed while paging (%d seen, %d reported); listing again", len(unique), total)
@@ -182,25 +225,45 @@ class LiteLLMClient:
         params = {"page": page, "size": self.PAGE_SIZE, "return_full_object": "true",
                   "sort_by": "created_at", "sort_order": "asc"}
         body = self.request("GET", "/key/list", params=params)
+        route = "GET /key/list"
         if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
-            raise ProxyError("GET /key/list", 200, "the answer has no 'keys' list; is this a LiteLLM proxy?")
+            raise shape_error(route, f"page {page} is {_kind(body)} without a 'keys' list")
+        if len(body["keys"]) > self.PAGE_SIZE:
+            raise shape_error(route, f"page {page} holds {len(body['keys'])} keys, more than the {self.PAGE_SIZE} "
+                                     "asked for")
+        for i, key in enumerate(body["keys"]):
+            if not isinstance(key, dict) or not isinstance(key.get("token"), str) or not key["token"]:
+                raise shape_error(route, f"page {page}, key #{i + 1} is {_kind(key)} without a 'token' string")
+        for name in ("total_pages", "total_count"):
+            if not _count(body.get(name)):
+                raise shape_error(route, f"{name} is {_kind(body.get(name))}, not a count")
         return body
 
     def _list_once(self) -> tuple[list[dict[str, Any]], int]:
         first = self._list_page(1)
-        pages = int(first.get("total_pages") or 0)
+        total = first["total_count"]
+        pages = first["total_pages"]
+        # Bounded by what the count implies and by a hard ceiling, so a lying proxy cannot keep us paging.
+        if pages > math.ceil(total / self.PAGE_SIZE) + 1 or pages > self.MAX_PAGES:
+            raise shape_error("GET /key/list", f"{pages:,} pages for {total:,} keys (at most {self.MAX_PAGES:,} "
+                                               f"pages of {self.PAGE_SIZE} are read)")
         keys = list(first["keys"])
         if pages > 1:
             with ThreadPoolExecutor(min(self.LIST_CONCURRENCY, pages - 1)) as pool:
                 for body in pool.map(self._list_page, range(2, pages + 1)):
                     keys.extend(body["keys"])
-        return keys, int(first.get("total_count") or len(keys))
+        return keys, total
 
     def model_info(self) -> list[dict[str, Any]]:
         body = self.request("GET", "/model/info")
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
-            raise ProxyError("GET /model/info", 200, "the answer has no 'data' list")
+            raise shape_error("GET /model/info", f"{_kind(body)} without a 'data' list")
+        for i, entry in enumerate(data):
+            if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str) \
+                    or not isinstance(entry.get("litellm_params") or {}, dict):
+                raise shape_error("GET /model/info", f"model #{i + 1} is {_kind(entry)} without a 'model_name' "
+                                                     "string and 'litellm_params' object")
         return data
 
     def key_info(self, key: str) -> dict[str, Any] | None:
@@ -211,7 +274,9 @@ class LiteLLMClient:
             if exc.status == 404:
                 return None
             raise
-        return body.get("info") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(body.get("info"), dict):
+            raise shape_error("GET /key/info", f"{_kind(body)} without an 'info' object")
+        return body["info"]
 
     def whoami(self) -> Identity:
         """GET /key/info without a key describes the caller's own key. The master key is not a row in LiteLLM's
@@ -222,8 +287,9 @@ class LiteLLMClient:
             if exc.status == 404:
                 return Identity(master=True)
             raise
-        info = body.get("info") if isinstance(body, dict) else None
-        user = info.get("user_id") if isinstance(info, dict) else None
+        if not isinstance(body, dict) or not isinstance(body.get("info"), dict):
+            raise shape_error("GET /key/info", f"{_kind(body)} without an 'info' object")
+        user = body["info"].get("user_id")
         if not isinstance(user, str):
             return Identity(master=False)
         role = None
@@ -237,28 +303,48 @@ class LiteLLMClient:
     def models_visible_to(self, secret: str) -> list[str]:
         """What a key itself sees on /v1/models: the proof that a delivered key works with its scope."""
         body = self.request("GET", "/v1/models", auth=secret)
-        return [m.get("id") for m in body.get("data", []) if isinstance(m, dict)]
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+            raise shape_error("GET /v1/models", f"{_kind(body)}, not a 'data' list of models with string ids")
+        return [m["id"] for m in data]
 
     # ------------------------------------------------------------ writes
+
+    def _write(self, route: str, body: dict[str, Any], *, retry: bool = True) -> dict[str, Any]:
+        answer = self.request("POST", route, body=body, retry=retry)
+        if not isinstance(answer, dict):
+            raise shape_error(f"POST {route}", f"{_kind(answer)}, not an object")
+        return answer
 
     def generate(self, body: dict[str, Any]) -> dict[str, Any]:
         # Safe to repeat: the body carries our own `key`, and re-posting one is a no-op (§1). A repeat that meets
         # "alias already exists" is sorted out by the caller, which looks the hash up.
-        return self.request("POST", "/key/generate", body=body)
+        return self._write("/key/generate", body)
 
     def update(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/key/update", body=body)
+        return self._write("/key/update", body)
 
     def delete(self, tokens: list[str]) -> None:
         try:
-            self.request("POST", "/key/delete", body={"keys": tokens})
+            self._write("/key/delete", {"keys": tokens})
         except ProxyError as exc:
             # 404 "No keys found": already gone (an earlier attempt whose answer was lost, or a concurrent delete).
             if exc.status != 404:
                 raise
 
     def block(self, token: str) -> None:
-        self.request("POST", "/key/block", body={"key": token})
+        self._write("/key/block", {"key": token})
 
     def unblock(self, token: str) -> None:
-        self.request("POST", "/key/unblock", body={"key": token})
+        self._write("/key/unblock", {"key": token})
+
+
+def _kind(value: Any) -> str:
+    """What a value is, for an error message, without quoting it (it could echo a secret)."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from . import TOOL_NAME
-from .roster import LIMIT_FIELDS, Limits
+from .errors import ProxyError
+from .roster import Limits
 from .timeutil import parse_litellm_time
 
 MARKER = "managed_by"
@@ -41,20 +42,24 @@ class LiveKey:
 
     @classmethod
     def from_api(cls, obj: dict[str, Any]) -> LiveKey:
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        """Parse one /key/list object, every field the diff reads checked for its type first: an answer of the
+        wrong shape is a one-line ProxyError naming the field, never a traceback (or a guess)."""
+        check = _Checker(obj)
         return cls(
-            token=str(obj["token"]),
-            alias=obj.get("key_alias"),
-            models=tuple(obj.get("models") or ()),
-            user_id=obj.get("user_id"),
-            metadata=dict(metadata),
-            blocked=bool(obj.get("blocked")),
-            expires=parse_litellm_time(obj.get("expires")),
-            created_at=parse_litellm_time(obj.get("created_at")),
-            limits=Limits(**{name: obj.get(name) for name in LIMIT_FIELDS}),
-            spend=float(obj.get("spend") or 0.0),
-            last_active=parse_litellm_time(obj.get("last_active")),
-            created_by=obj.get("created_by"),
+            token=check.text("token", required=True),
+            alias=check.text("key_alias"),
+            models=tuple(check.strings("models")),
+            user_id=check.text("user_id"),
+            metadata=dict(check.mapping("metadata")),
+            blocked=check.flag("blocked"),
+            expires=check.time("expires"),
+            created_at=check.time("created_at"),
+            limits=Limits(max_budget=check.number("max_budget"), budget_duration=check.text("budget_duration"),
+                          tpm_limit=check.integer("tpm_limit"), rpm_limit=check.integer("rpm_limit"),
+                          max_parallel_requests=check.integer("max_parallel_requests")),
+            spend=check.number("spend") or 0.0,
+            last_active=check.time("last_active"),
+            created_by=check.text("created_by"),
             has_created_by="created_by" in obj,
         )
 
@@ -92,3 +97,63 @@ def managed_metadata(name: str, base: dict[str, Any] | None = None, **extra: Any
     out.update({MARKER: TOOL_NAME, "roster_name": name})
     out.update({k: v for k, v in extra.items() if v is not None})
     return out
+
+
+class _Checker:
+    """Typed reads of one key object from the proxy."""
+
+    def __init__(self, obj: dict[str, Any]):
+        self.obj = obj
+
+    def _bad(self, name: str, expected: str) -> ProxyError:
+        token = self.obj.get("token")
+        which = f"key {token[:8]}…" if isinstance(token, str) and token else "a key"
+        return ProxyError("GET /key/list", 200, f"unexpected answer: {which} has {name} of type "
+                                                f"{type(self.obj.get(name)).__name__}, not {expected}")
+
+    def text(self, name: str, *, required: bool = False) -> Any:
+        value = self.obj.get(name)
+        if isinstance(value, str) and (value or not required):
+            return value
+        if value is None and not required:
+            return None
+        raise self._bad(name, "a string")
+
+    def strings(self, name: str) -> list[str]:
+        value = self.obj.get(name) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._bad(name, "a list of strings")
+        return value
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self.obj.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise self._bad(name, "an object")
+        return value or {}
+
+    def flag(self, name: str) -> bool:
+        value = self.obj.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise self._bad(name, "true or false")
+        return bool(value)
+
+    def number(self, name: str) -> float | None:
+        value = self.obj.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise self._bad(name, "a number")
+        return value
+
+    def integer(self, name: str) -> int | None:
+        value = self.obj.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise self._bad(name, "an integer")
+        return value
+
+    def time(self, name: str) -> datetime | None:
+        value = self.obj.get(name)
+        if value is not None and not isinstance(value, str):
+            raise self._bad(name, "a time")
+        try:
+            return parse_litellm_time(value)
+        except ValueError:
+            raise self._bad(name, "an ISO-8601 time") from None

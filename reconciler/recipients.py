@@ -33,8 +33,26 @@ def _bech32_ok(text: str) -> bool:
     return _polymod(expanded + [_CHARSET.index(c) for c in data]) == 1
 
 
+def private_key_kind(text: str) -> str | None:
+    """'age' or 'SSH' when the text is (or holds) a private key someone pasted by mistake; never echo it."""
+    if "AGE-SECRET-KEY-1" in text.upper():
+        return "age"
+    if "PRIVATE KEY-----" in text:
+        return "SSH"
+    return None
+
+
+def private_key_problem(text: str) -> str:
+    kind = private_key_kind(text)
+    fix = "paste the public key from age-keygen -y" if kind == "age" else "paste the .pub file's line"
+    return (f"this is an {kind} PRIVATE key ({text[:4]}...), not a public key; {fix}. Treat the private key as "
+            "leaked: make a new one, and remove this one from the file and its history")
+
+
 def recipient_problem(recipient: str) -> str | None:
     """None when usable; else why not, phrased as a fix."""
+    if private_key_kind(recipient):
+        return private_key_problem(recipient)
     if recipient.startswith("age1"):
         if recipient != recipient.lower() or not _bech32_ok(recipient):
             return "age recipient has a bad checksum (a typo or a truncated paste?); copy it again from age-keygen -y"

@@ -72,16 +72,22 @@ def text(plan: Plan, *, roster: str, proxy_url: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _cell(text_: str) -> str:
-    return text_.replace("|", "\\|").replace("\n", " ")
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]()#!~|"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;",
+                                                                     "@": "@\u200b", "\n": " ", "\r": " "})
+
+
+def markdown_cell(text_: str) -> str:
+    """Text from the roster or the proxy, inert in a pull-request comment: no HTML, no links or emphasis, no
+    @mentions (a zero-width space follows each @), no way out of a table cell."""
+    return text_.translate(_MARKDOWN)
 
 
 def markdown(plan: Plan, *, roster: str, proxy_url: str) -> str:
-    out = [f"### litellm-roster plan for `{roster}`", "", f"**{plan.summary}**", ""]
+    out = [f"### litellm-roster plan for {markdown_cell(roster)}", "", f"**{plan.summary}**", ""]
     if plan.changes:
         table = ["| | developer | change | reason | details |", "|---|---|---|---|---|"]
-        table += [f"| `{c.symbol}` | {_cell(c.name)} | {c.kind} | {_cell(c.reason)} | "
-                  f"{_cell('<br>'.join(details(c)))} |" for c in plan.changes]
+        table += [f"| `{c.symbol}` | {markdown_cell(c.name)} | {c.kind} | {markdown_cell(c.reason)} | "
+                  f"{'<br>'.join(markdown_cell(line) for line in details(c))} |" for c in plan.changes]
         if len(plan.changes) > MARKDOWN_FOLD_AFTER:
             out += [f"<details><summary>{len(plan.changes)} changes</summary>", "", *table, "", "</details>"]
         else:
@@ -89,10 +95,10 @@ def markdown(plan: Plan, *, roster: str, proxy_url: str) -> str:
         out.append("")
     if plan.high_risk:
         out += ["**High-risk changes** (apply needs `--force`, whatever the team size)", "",
-                *(f"- {_cell(c.name)}: {_cell(c.risk or '')}" for c in plan.high_risk), ""]
+                *(f"- {markdown_cell(c.name)}: {markdown_cell(c.risk or '')}" for c in plan.high_risk), ""]
     if plan.warnings:
-        out += ["**Warnings**", "", *(f"- {_cell(w)}" for w in plan.warnings), ""]
-    out.append(f"On `{proxy_url}`: {header(plan)}.")
+        out += ["**Warnings**", "", *(f"- {markdown_cell(w)}" for w in plan.warnings), ""]
+    out.append(f"On {markdown_cell(proxy_url)}: {header(plan)}.")
     if not plan.empty:
         out.append(f"Checksum: `{plan.checksum}`")
     return "\n".join(out) + "\n"

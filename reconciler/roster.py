@@ -22,12 +22,14 @@ import jsonschema
 import yaml
 
 from .errors import Problem, RosterError
-from .recipients import recipient_problem
+from .recipients import private_key_kind, private_key_problem, recipient_problem
 from .timeutil import parse_duration, parse_instant
 
 MAX_BYTES = 16 * 1024 * 1024
 MAX_NODES = 2_000_000  # values visited in all; a roster of 100,000 developers stays far below
 MAX_ALIAS_REPEATS = 10_000  # values visited again through aliases: what a YAML bomb multiplies
+MAX_DEPTH = 32  # a roster is four levels deep; thousands of levels only exhaust the stack
+TOO_DEEP = f"the document nests deeper than {MAX_DEPTH} levels; a roster is a few levels deep: check the brackets"
 LIMIT_FIELDS = ("max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests")
 RETIRING_SUFFIX = "--retiring"
 # Headers that carry or redirect a credential: Host picks the backend behind a name-based ingress, the rest are
@@ -179,6 +181,7 @@ class _Builder:
         self.nodes = 0
         self.repeats = 0
         self._seen: set[int] = set()
+        self.too_deep: tuple[int, int] | None = None
 
     def problem(self, where: tuple[int, int], field_: str, message: str) -> None:
         self.problems.append(Problem(self.filename, where[0], where[1], field_, message))
@@ -190,6 +193,8 @@ class _Builder:
         self._seen.add(id(node))
         if self.nodes > MAX_NODES or self.repeats > MAX_ALIAS_REPEATS:
             raise _TooBig(_mark(node))
+        if len(path) > MAX_DEPTH:
+            raise _TooDeep(_mark(node))
         self.located.values[path] = _mark(node)
         if isinstance(node, yaml.MappingNode):
             explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
@@ -231,6 +236,10 @@ class _TooBig(Exception):
         self.where = where
 
 
+class _TooDeep(_TooBig):
+    pass
+
+
 def _read_text(path: Path) -> str:
     name = str(path)
     try:
@@ -267,6 +276,8 @@ def _parse_with(loader_class: Any, text: str, filename: str) -> tuple[Any, _Loca
     try:
         try:
             node = loader.get_single_node()
+        except RecursionError:
+            raise RosterError([Problem(filename, 1, 1, "", TOO_DEEP)]) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -280,6 +291,8 @@ def _parse_with(loader_class: Any, text: str, filename: str) -> tuple[Any, _Loca
         builder = _Builder(filename, loader)
         try:
             data = builder.build(node, ())
+        except _TooDeep as deep:
+            raise RosterError([Problem(filename, deep.where[0], deep.where[1], "", TOO_DEEP)]) from None
         except _TooBig as big:
             raise RosterError([Problem(filename, big.where[0], big.where[1], "",
                                        "the document expands too far through anchors and aliases (over "
@@ -319,13 +332,36 @@ def _field_name(path: Path_, data: Any = None) -> str:
 
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str)
+    if private_key_kind(text):
+        return "(a private key, not shown)"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _private_key_problems(data: Any, located: _Located, filename: str) -> list[Problem]:
+    """A private key pasted anywhere (usually as a recipient): named as one, never echoed."""
+    problems = []
+
+    def walk(value: Any, path: Path_) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, path + (k,))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, path + (i,))
+        elif isinstance(value, str) and private_key_kind(value):
+            line, col = located.of_value(path)
+            problems.append(Problem(filename, line, col, _field_name(path, data), private_key_problem(value)))
+
+    walk(data, ())
+    return problems
 
 
 def _schema_problems(data: Any, located: _Located, filename: str) -> list[Problem]:
     problems = []
     for error in _validator().iter_errors(data):
         path = tuple(error.absolute_path)
+        if private_key_kind(json.dumps(error.instance, default=str)):
+            continue  # _private_key_problems names it without echoing it
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
             for extra in sorted(set(error.instance) - set(allowed)):
@@ -496,6 +532,7 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
     if not isinstance(data, dict):
         raise RosterError([Problem(filename, 1, 1, "", "the roster must be a mapping with version, keys and "
                                                        "developers; start from the example roster.yaml")])
+    problems += _private_key_problems(data, located, filename)
     problems += _schema_problems(data, located, filename)
     flagged = {(p.line, p.column) for p in problems}
     # A value the schema already rejected needs no second message from the deeper checks.

@@ -26,6 +26,7 @@ from .litellm import LiteLLMClient
 from .live import LiveKey
 from .plan import Options, Plan, desired_models, diff
 from .records import read_records
+from .redact import REDACT
 from .roster import Roster
 from .timeutil import parse_instant, utcnow
 
@@ -50,6 +51,7 @@ class Settings:
                          kube_context: str | None = None, ca_bundle: str | None = None,
                          timeout: float | None = None) -> Settings:
         env = os.environ
+        REDACT.add(env.get("LITELLM_MASTER_KEY"), env.get("LITELLM_VIEWER_KEY"))
         return cls(proxy_url=proxy_url or env.get("LITELLM_PROXY_URL") or None,
                    kube_target=kube_target or env.get("LITELLM_PROXY_KUBE") or None, kube_context=kube_context,
                    master_key=env.get("LITELLM_MASTER_KEY", ""), viewer_key=env.get("LITELLM_VIEWER_KEY", ""),

@@ -10,6 +10,7 @@ from datetime import datetime
 from .live import LiveKey
 from .ownership import classify
 from .records import Records
+from .render import markdown_cell
 from .roster import Roster
 from .timeutil import humanize, iso
 
@@ -79,7 +80,7 @@ def render_status(rows: list[StatusRow], fmt: str) -> str:
               r.last_active or ""] for r in rows]
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table]) + "\n"
+        return "\n".join(lines + ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in table]) + "\n"
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]

@@ -7,7 +7,7 @@ import logging
 from helpers import scan_for_secrets
 
 from reconciler.cli import _RedactingFilter
-from reconciler.litellm import redact
+from reconciler.redact import REDACT, Redactor
 
 
 def test_scanner_finds_secrets_in_text_and_files(tmp_path):
@@ -20,7 +20,14 @@ def test_scanner_finds_secrets_in_text_and_files(tmp_path):
 
 
 def test_redaction():
-    assert redact("Bearer sk-abcdefghijkl and master M4ST3R", "M4ST3R") == "Bearer sk-*** and master ***"
+    redact = Redactor()
+    redact.add("M4ST3R")
+    assert redact("Bearer sk-abcdefghijkl and master M4ST3R") == "Bearer *** and master ***"
+    assert redact("key sk-abcdefghijkl") == "key sk-***"
+    REDACT.add("M4ST3R-in-process")
     record = logging.LogRecord("reconciler", logging.INFO, __file__, 1, "key %s", ("sk-verysecretvalue1",), None)
     _RedactingFilter().filter(record)
     assert record.getMessage() == "key sk-***"
+    record = logging.LogRecord("reconciler", logging.INFO, __file__, 1, "held %s", ("M4ST3R-in-process",), None)
+    _RedactingFilter().filter(record)
+    assert record.getMessage() == "held ***"
