@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Outcome:
     change: Change
     ok: bool
     message: str = ""
+    new_token: str | None = None  # the hash of the key a create or rotation registered
 
 
 def new_secret() -> str:
@@ -77,6 +79,10 @@ class Applier:
         # Called at each step boundary of a create or rotation ("after-file", ...): crash tests kill the process
         # there. A no-op otherwise.
         self._hook = hooks or (lambda step, name: None)
+        # Set by a signal handler: changes in flight finish, the rest are not started (docs/design.md).
+        self.stop = threading.Event()
+        self.not_started = 0
+        self._issued: dict[str, str] = {}  # developer -> hash of the key this run registered for them
 
     def path_for(self, name: str) -> Path:
         return self.directory / f"{name}{SUFFIX}"
@@ -92,17 +98,20 @@ class Applier:
             if not batch:
                 continue
             with ThreadPoolExecutor(self.WORKERS) as pool:
-                outcomes.extend(pool.map(self._one, batch))
+                outcomes.extend(o for o in pool.map(self._one, batch) if o is not None)
+        self.not_started = len(plan.actions) - len(outcomes)
         clean_temp_files(self.directory)  # the first run made the directory: give it its .gitignore now
         return outcomes
 
-    def _one(self, change: Change) -> Outcome:
+    def _one(self, change: Change) -> Outcome | None:
+        if self.stop.is_set():
+            return None
         try:
             handler = {Create: self._create, Rotate: self._rotate, Adopt: self._adopt,
                        Update: self._update, Delete: self._delete, RemoveFile: self._remove_file}[type(change)]
             message = handler(change) or ""
             log.info("%s %s %s: done %s", change.symbol, change.kind, change.name, message)
-            outcome = Outcome(change, True, message)
+            outcome = Outcome(change, True, message, self._issued.pop(change.name, None))
         except Exception as exc:  # one change's failure, whatever it is, is that change's outcome, not the run's
             if isinstance(exc, ReconcileError):
                 message = str(exc)
@@ -112,6 +121,7 @@ class Applier:
                 message = f"unexpected {type(exc).__name__}: {exc} (a bug: please report it)"
                 log.debug("%s: %s", change.name, REDACT("".join(traceback.format_exception(exc))))
             message = REDACT.shorten(message, 500)
+            self._issued.pop(change.name, None)
             log.error("%s %s %s: failed: %s", change.symbol, change.kind, change.name, message)
             outcome = Outcome(change, False, message)
         self._on_outcome(outcome)
@@ -147,6 +157,7 @@ class Applier:
         key would be a silent no-op). If the post fails, look the hash up: a retry whose first attempt landed with
         its answer lost meets "alias exists", yet the key is there."""
         token = token_of(secret)
+        self._issued[want.name] = token
         try:
             self.client.generate(self._generate_body(want, secret, now))
         except ProxyError:

@@ -32,7 +32,8 @@ class AuditLog:
             "time": iso(utcnow()), "actor": self.actor, "proxy": self.proxy_url, "plan_checksum": self.checksum,
             "change": data["kind"], "developer": data["developer"], "reason": data["reason"],
             "alias": data.get("alias") or data.get("after", {}).get("alias"),
-            "token_prefix": data.get("token_prefix") or data.get("old_token_prefix"),
+            "token_prefix": outcome.new_token[:12] if outcome.new_token else data.get("token_prefix"),
+            "retired_token_prefix": data.get("old_token_prefix"),
             "result": "ok" if outcome.ok else "failed", "message": outcome.message,
         }, sort_keys=True)
         line = REDACT(line)  # the mask is plain text: the line stays valid JSON

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import __version__
 from .errors import ConfigError, ReconcileError
@@ -101,7 +103,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                                   "utf-8")
     out(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url))
     log.info("%d requests to the proxy", requests)
-    return 2 if args.detailed_exitcode and not plan.empty else 0
+    return 2 if args.detailed_exitcode and plan.changes else 0  # a conflict is something to do too
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -121,8 +123,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
             check_reviewed(plan, args.roster, reviewed_file=args.plan, checksum=args.checksum)
             out(render(plan, "text", roster=args.roster, proxy_url=session.proxy_url))
             if plan.empty:
-                return 0
-            Brakes(args.max_share, args.max_count).check(plan, force=args.force)
+                return _unresolved(plan)
+            Brakes.for_roster(session.roster, max_share=args.max_share, max_count=args.max_count).check(
+                plan, force=args.force)
             audit = AuditLog(Path(args.audit_log) if args.audit_log else
                              Path(session.roster.path).parent / "audit.jsonl", checksum=plan.checksum,
                              proxy_url=session.proxy_url, actor=session.settings.actor)
@@ -133,14 +136,46 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 out(f"{state:>6}  {outcome.change.symbol:<3} {outcome.change.name}: {outcome.change.kind}"
                     + (f": {outcome.message}" if outcome.message else "") + "\n")
 
-            outcomes = Applier(session.roster, session.client, sops, proxy_url=session.proxy_url,
-                               clock=session.clock, hooks=_crash_hook(), on_outcome=finished).run(plan)
+            applier = Applier(session.roster, session.client, sops, proxy_url=session.proxy_url,
+                              clock=session.clock, hooks=_crash_hook(), on_outcome=finished)
+            with _interruptible(applier.stop) as caught:
+                outcomes = applier.run(plan)
         finally:
             lock.release()
     failed = [o for o in outcomes if not o.ok]
-    out(f"Apply {'finished with failures' if failed else 'complete'}: {len(outcomes) - len(failed)} done, "
-        f"{len(failed)} failed.\n")
-    return 1 if failed else 0
+    counts = f"{len(outcomes) - len(failed)} done, {len(failed)} failed"
+    if caught:
+        out(f"Apply interrupted: {counts}, {applier.not_started} not started.\n")
+        return 128 + caught[0]
+    out(f"Apply {'finished with failures' if failed else 'complete'}: {counts}.\n")
+    return max(1 if failed else 0, _unresolved(plan))
+
+
+def _unresolved(plan: Any) -> int:
+    conflicts = [c.name for c in plan.changes if c.kind == "conflict"]
+    if not conflicts:
+        return 0
+    out(f"{len(conflicts)} conflict(s) left unresolved: {', '.join(conflicts)}\n")
+    return 1
+
+
+@contextmanager
+def _interruptible(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGINT and SIGTERM during apply: the changes in flight finish (no half-made key), the rest are not started,
+    and the caller reports what was done. Yields the signal numbers caught."""
+    caught: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        stop.set()
+        err(f"{signal.Signals(signum).name}: finishing the changes in flight, starting no more\n")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def cmd_force_unlock(args: argparse.Namespace) -> int:
@@ -149,8 +184,8 @@ def cmd_force_unlock(args: argparse.Namespace) -> int:
         with _session(args, roster=roster) as session:
             released = session.lock().force_unlock(args.lock_id)
     else:
+        from .addresses import normalize_url
         from .lock import FileLock, lock_path
-        from .session import normalize_url
 
         url = _settings(args).proxy_url
         if url is None:
@@ -161,9 +196,9 @@ def cmd_force_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from .addresses import normalize_url
     from .bootstrap import import_roster
     from .live import LiveKey
-    from .session import normalize_url
 
     settings = _settings(args)
     if not settings.proxy_url:
@@ -173,8 +208,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise ConfigError("LITELLM_MASTER_KEY (or a read-only LITELLM_VIEWER_KEY) is not set")
     from .litellm import LiteLLMClient
 
-    with LiteLLMClient(settings.proxy_url, credential, actor=settings.actor,
-                       verify=settings.ca_bundle or True) as client:
+    with LiteLLMClient(settings.proxy_url, credential, actor=settings.actor, verify=settings.ca_bundle or True,
+                       timeout=settings.timeout) as client:
         live = [LiveKey.from_api(obj) for obj in client.list_keys()]
     text, count = import_roster(live, args.alias, normalize_url(settings.proxy_url))
     if args.out == "-":
@@ -193,8 +228,6 @@ def _crash_hook() -> Callable[[str, str], None] | None:
     spec = os.environ.get("RECONCILE_CRASH_AT")
     if not spec:
         return None
-    import signal
-
     def hook(step: str, name: str) -> None:
         if spec in (step, f"{step}:{name}"):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -230,19 +263,45 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reconcile", description="Make a LiteLLM proxy's virtual keys match "
-                                                                   "roster.yaml, delivering each key with SOPS.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+EXIT_CODES = """exit codes:
+  0  success (plan: no changes)
+  1  error: bad roster or command line, unknown model, proxy refused or unreachable, lock held, a change failed,
+     conflicts left unresolved
+  2  plan --detailed-exitcode: there are changes or conflicts
+  3  apply --plan/--checksum: the reviewed plan is stale
+  4  apply: stopped by a brake or a high-risk change; nothing was changed
+  130/143  apply interrupted (SIGINT/SIGTERM): finished changes are reported, the rest not started"""
 
-    def common(p: argparse.ArgumentParser, proxy: bool = True) -> None:
-        p.add_argument("--roster", default="roster.yaml", help="the roster file (default: roster.yaml)")
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which plan --detailed-exitcode means as "there are changes": 1 instead."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reconcile", description="Make a LiteLLM proxy's virtual keys match roster.yaml, "
+                                                   "delivering each key with SOPS.", epilog=EXIT_CODES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("-v", "--verbose", action="count", default=0, help="log progress to stderr (-vv: debug)")
-        if proxy:
-            p.add_argument("--proxy-url", help="the proxy (beats LITELLM_PROXY_URL and proxy.url)")
-            p.add_argument("--ca-bundle", help="a CA bundle to verify the proxy's TLS certificate with")
-            p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 15)")
+        return p
+
+    def proxy(p: argparse.ArgumentParser, *, roster: bool = True) -> None:
+        if roster:
+            p.add_argument("--roster", default="roster.yaml", help="the roster file (default: roster.yaml)")
+        p.add_argument("--proxy-url", help="the proxy (beats LITELLM_PROXY_URL; the roster's proxy.url must match)")
+        p.add_argument("--ca-bundle", metavar="FILE", help="a CA bundle to verify the proxy's TLS certificate with")
+        p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 15)")
+        if roster:
             p.add_argument("--kube-context", help="kubeconfig context (beats proxy.kubernetes.context)")
             p.add_argument("--kube-target", metavar="NAMESPACE[/SERVICE]",
                            help="confirm the roster's proxy.kubernetes (beats LITELLM_PROXY_KUBE)")
@@ -253,62 +312,65 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--adopt", nargs="+", metavar="NAME", help="take over these hand-made keys in place")
         p.add_argument("--replace", nargs="+", metavar="NAME", help="rotate these hand-made keys into delivered ones")
 
-    p = sub.add_parser("validate", help="check the roster (and its models against the proxy)")
-    common(p)
+    def output(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                       help="text for a terminal, markdown for a pull-request comment, json for machines")
+
+    p = command("validate", "check the roster (and its models against the proxy)")
+    proxy(p)
     p.add_argument("--offline", action="store_true", help="check the roster file only; no proxy needed")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("plan", help="show what apply would change")
-    common(p)
+    p = command("plan", "show what apply would change")
+    proxy(p)
     selection(p)
-    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    output(p)
     p.add_argument("--out", metavar="PLAN_JSON", help="also write the plan as JSON, for apply --plan")
-    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes or conflicts")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("apply", help="make the proxy match the roster and deliver new keys")
-    common(p)
+    p = command("apply", "make the proxy match the roster and deliver new keys")
+    proxy(p)
     selection(p)
     p.add_argument("--plan", metavar="PLAN_JSON", help="apply only if the fresh plan is this reviewed one")
     p.add_argument("--checksum", metavar="HEX", help="apply only if the fresh plan has this checksum")
-    p.add_argument("--force", action="store_true", help="apply even past the brakes")
-    p.add_argument("--max-share", type=float, default=0.30, metavar="FRACTION",
-                   help="brake: most deletes or rotations as a share of managed keys, above 10 keys (default 0.30)")
-    p.add_argument("--max-count", type=int, metavar="N", help="brake: most deletes or rotations in one apply")
+    p.add_argument("--force", action="store_true", help="apply past the brakes and the high-risk checks")
+    p.add_argument("--max-share", type=float, metavar="FRACTION",
+                   help="brake: most deletes, rotations or updates as a share of managed keys, above 10 keys "
+                        "(default: keys.brakes.max_share, else 0.30)")
+    p.add_argument("--max-count", type=int, metavar="N",
+                   help="brake: most deletes, rotations or updates in one apply (default: keys.brakes.max_count)")
     p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another apply to finish (default: fail at once)")
     p.add_argument("--audit-log", metavar="PATH", help="append the audit trail here (default: audit.jsonl beside "
                                                        "the roster)")
     p.set_defaults(func=cmd_apply)
 
-    p = sub.add_parser("force-unlock", help="remove a dead apply's lock")
-    common(p)
-    p.add_argument("lock_id", metavar="ID")
-    p.set_defaults(func=cmd_force_unlock)
-
-    p = sub.add_parser("import", help="write a starting roster from the keys already on a proxy")
-    p.add_argument("--alias", default="claude-code-{name}", help="the alias template the keys follow")
-    p.add_argument("--out", default="-", help="where to write it (default: stdout)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--proxy-url")
-    p.add_argument("--ca-bundle")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.set_defaults(func=cmd_import)
-
-    p = sub.add_parser("status", help="who has access to what, and what will change next")
-    common(p)
-    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p = command("status", "who has access to what, and what will change next")
+    proxy(p)
+    output(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("sandbox", help="serve a LiteLLM-compatible key API in memory")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=4000)
+    p = command("import", "write a starting roster from the keys already on a proxy")
+    proxy(p, roster=False)
+    p.add_argument("--alias", default="claude-code-{name}", help="the alias template the keys follow")
+    p.add_argument("--out", default="-", help="where to write the roster (default: stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_import)
+
+    p = command("force-unlock", "remove a dead apply's lock")
+    proxy(p)
+    p.add_argument("lock_id", metavar="ID", help="the lock's id, as the refused apply printed it")
+    p.set_defaults(func=cmd_force_unlock)
+
+    p = command("sandbox", "serve a LiteLLM-compatible key API in memory, for trying a roster")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4000, help="the port (default 4000; 0 picks a free one)")
     p.add_argument("--master-key", help="default: LITELLM_MASTER_KEY, else sk-sandbox-master-key")
     p.add_argument("--models", help="a LiteLLM config (model_list) to serve; default: a few Claude models")
     p.add_argument("--fault", action="append", metavar="SPEC",
                    help="inject faults, e.g. 'POST /key/generate=503@0.3', '*=reset-after@0.1', "
                         "'GET /key/list=delay:2@1', 'GET /key/list=429:1@0.5' (Retry-After 1)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=cmd_sandbox)
     return parser
 

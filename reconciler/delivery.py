@@ -7,6 +7,7 @@ The plaintext goes to sops on stdin and comes back only encrypted: never in argv
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,10 +21,11 @@ import yaml
 
 from .errors import DeliveryError
 from .recipients import canonical
-from .records import CLEARTEXT_FIELDS, TEMP_GLOB
+from .records import PLAIN_SCALAR, TEMP_GLOB, YAML_RESOLVER
 from .redact import REDACT
 
 MIN_SOPS = (3, 9, 0)  # --mac-only-encrypted and /dev/stdin input
+SOPS_BLOCK = "\nsops:\n"  # where the readable fields end in a key file as sops writes it
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -72,12 +74,40 @@ def clean_temp_files(directory: Path) -> int:
 
 
 def refresh_fields(path: Path, updates: dict[str, Any]) -> None:
-    """Rewrite readable fields of a key file in place; the encrypted value and sops metadata are kept as they are."""
-    data = yaml.safe_load(path.read_text("utf-8"))
-    data.update(updates)
-    ordered = {k: data[k] for k in (*CLEARTEXT_FIELDS, "api_key", "sops") if k in data}
-    ordered.update({k: v for k, v in data.items() if k not in ordered})
-    write_atomic(path, yaml.safe_dump(ordered, sort_keys=False, indent=4, width=1000).encode())
+    """Rewrite readable fields of a key file in place, in sops's own layout, changing only the lines of the fields
+    whose values changed: the encrypted value and the sops metadata are kept byte for byte, and the git diff a
+    reviewer sees is the change itself."""
+    head, marker, tail = path.read_text("utf-8").partition(SOPS_BLOCK)
+    if not marker:
+        raise DeliveryError(f"{path.name} is not laid out as sops writes a key file; not refreshed")
+    lines = head.split("\n")
+    for name, value in updates.items():
+        block = _field_lines(name, value)
+        start = next((i for i, line in enumerate(lines) if line.startswith(f"{name}:")), None)
+        if start is None:
+            at = next((i for i, line in enumerate(lines) if line.startswith("api_key:")), len(lines))
+            lines[at:at] = block
+            continue
+        end = start + 1
+        while end < len(lines) and lines[end].startswith(" "):
+            end += 1
+        lines[start:end] = block
+    write_atomic(path, ("\n".join(lines) + marker + tail).encode())
+
+
+def _field_lines(name: str, value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [f"{name}:", *(f"    - {_yaml_scalar(v)}" for v in value)] if value else [f"{name}: []"]
+    return [f"{name}: {_yaml_scalar(value)}"]
+
+
+def _yaml_scalar(value: Any) -> str:
+    """As sops writes it: plain when YAML reads the text back as the same string, else double-quoted."""
+    if value is None:
+        return "null"
+    text = str(value)
+    plain = YAML_RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) == "tag:yaml.org,2002:str"
+    return text if plain and PLAIN_SCALAR.match(text) else json.dumps(text)
 
 
 class Sops:
@@ -112,7 +142,9 @@ class Sops:
     def _run(self, args: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
              what: str) -> bytes:
         try:
-            done = subprocess.run([self.binary, *args], input=stdin, capture_output=True, env=env, timeout=60)
+            # Its own session: a Ctrl-C at the terminal stops apply's scheduling, not the encryption in flight.
+            done = subprocess.run([self.binary, *args], input=stdin, capture_output=True, env=env, timeout=60,
+                                  start_new_session=True)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise DeliveryError(f"sops could not run for {what}: {type(exc).__name__}: {exc}") from None
         if done.returncode != 0:

@@ -51,15 +51,17 @@ class LockRecord:
         return False
 
 
-def default_holder() -> str:
-    """Who holds a lock, as its message names them: actor, host and process."""
-    who = os.environ.get("RECONCILE_ACTOR") or os.environ.get("USER") or "unknown"
-    return f"{who}@{socket.gethostname()} pid {os.getpid()}"
+def default_holder(actor: str) -> str:
+    """Who holds a lock, as its message names them: the run's actor (the one the audit log names), host, process."""
+    return f"{actor}@{socket.gethostname()} pid {os.getpid()}"
 
 
 def lock_path(proxy_url: str) -> Path:
-    root = Path(os.environ.get("RECONCILE_LOCK_DIR") or tempfile.gettempdir())
-    return root / f"litellm-roster-{hashlib.sha256(proxy_url.encode()).hexdigest()[:16]}.lock"
+    """One lock per proxy (its normalized URL), all in one directory: RECONCILE_LOCK_DIR, else litellm-roster-locks
+    under the temp directory."""
+    root = Path(os.environ.get("RECONCILE_LOCK_DIR") or Path(tempfile.gettempdir()) / "litellm-roster-locks")
+    root.mkdir(parents=True, exist_ok=True)
+    return root / f"{hashlib.sha256(proxy_url.encode()).hexdigest()[:16]}.lock"
 
 
 class FileLock:
@@ -68,7 +70,7 @@ class FileLock:
     def __init__(self, path: Path, holder: str | None = None, ttl: float | None = None):
         self.path = path
         self.ttl = ttl or self.TTL
-        self.holder = holder or default_holder()
+        self.holder = holder or default_holder("litellm-roster")
         self.record: LockRecord | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None

@@ -98,12 +98,15 @@ class Rotate(Change):
     kind, symbol, order = "rotate", "+/-", 0
     desired: Desired = None  # type: ignore[assignment]
     old: LiveKey = None  # type: ignore[assignment]
-    retire_at: datetime | None = None  # None: the old key is deleted at once (grace 0)
+    retire_at: datetime | None = None  # None: the old key is deleted at once
     drop: tuple[str, ...] = ()  # tokens of earlier retiring keys of this developer, deleted first
+    grace: timedelta = timedelta(0)
+    revocation: bool = False  # rotate: asked for it (a lost laptop, a leak): the old key goes at once
 
     def _data(self) -> dict[str, Any]:
+        # The grace, not the instant it ends: a reviewed plan must mean the same when it is applied later.
         return {"after": self.desired.data, "old_token_prefix": self.old.token[:12], "old_alias": self.old.alias,
-                "retire_at": iso(self.retire_at)}
+                "old_key_kept_for": format_duration(self.grace) if self.retire_at else None}
 
     @property
     def risk(self) -> str | None:
@@ -119,10 +122,11 @@ class Adopt(Change):
     kind, symbol, order = "adopt", "~", 0
     desired: Desired = None  # type: ignore[assignment]
     key: LiveKey = None  # type: ignore[assignment]
+    fields: tuple[tuple[str, Any, Any], ...] = ()  # (field, before, after): everything the adoption changes
 
     def _data(self) -> dict[str, Any]:
         return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "user_id": self.key.user_id,
-                "after": self.desired.data}
+                "before": {f: b for f, b, _ in self.fields}, "after": {f: a for f, _, a in self.fields}}
 
     @property
     def risk(self) -> str | None:
@@ -204,6 +208,7 @@ class Plan:
     live_fingerprint: str = ""
     now: datetime | None = None
     expiring: tuple[tuple[str, datetime], ...] = ()  # (developer, expiry) within keys.expiry_warning
+    current_count: int = 0  # developers' current managed keys: what "all of them" means to the brakes
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -299,15 +304,15 @@ def desired_state(roster: Roster, catalog: ModelCatalog | None, now: datetime) -
 
 def alias_warnings(roster: Roster, catalog: ModelCatalog) -> list[str]:
     """A key scoped to one name of a model is refused for its other names (docs/litellm.md §7): say so."""
-    out = []
+    who: dict[tuple[str, str], list[str]] = {}  # one warning per pair of names, listing every developer
     for dev in roster.developers:
         granted = set(desired_models(roster, dev, catalog))
         for name in sorted(granted):
-            missing = sorted(catalog.aliases_of(name) - granted)
-            for other in missing:
-                out.append(f"{dev.name}: {name} and {other} are the same model on this proxy; clients asking for "
-                           f"{other} will be refused (grant it too, or set keys.grant_model_aliases: true)")
-    return out
+            for other in sorted(catalog.aliases_of(name) - granted):
+                who.setdefault((name, other), []).append(dev.name)
+    return [f"{', '.join(names)}: {name} and {other} are the same model on this proxy; clients asking for {other} "
+            "will be refused (grant it too, or set keys.grant_model_aliases: true)"
+            for (name, other), names in sorted(who.items())]
 
 
 # ---------------------------------------------------------------- diff
@@ -352,7 +357,17 @@ def _file_fields(want: Desired, file: KeyFile | None, proxy_url: str | None) -> 
 
 
 def _rotation_reason(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyFile | None,
-                     now: datetime, *, delivered: bool = True) -> str | None:
+                     now: datetime, *, delivered: bool = True) -> tuple[str, bool] | None:
+    """Why the key must be rotated, and whether that is a revocation (the old key must stop at once), or None."""
+    reason = _due(roster, dev, want, key, file, now, delivered=delivered)
+    if reason is None:
+        return None
+    revocation = dev.rotate is not None and (key.created_at is None or key.created_at < dev.rotate)
+    return reason, revocation
+
+
+def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyFile | None, now: datetime, *,
+         delivered: bool) -> str | None:
     where = f"{roster.keys.delivery_dir}/{want.name}.sops.yaml"
     if delivered and not key.external:
         if file is None:
@@ -362,7 +377,9 @@ def _rotation_reason(roster: Roster, dev: Developer, want: Desired, key: LiveKey
         if file.token_sha256 != key.token:
             return f"key file {where} does not hold the live key"
         if file.recipients != frozenset(want.recipients):
-            return "recipient changed: the key file must be readable by the new recipient"
+            added = sorted(set(want.recipients) - file.recipients)
+            whom = ", ".join(r[:16] + "…" for r in added) if added else "fewer recipients"
+            return f"recipient changed to {whom}: the key file must be readable by exactly the roster's recipients"
     issued = key.created_at
     if dev.rotate is not None and (issued is None or issued < dev.rotate):
         return f"issued {iso(issued)}, before the rotation requested for {iso(dev.rotate)}"
@@ -392,13 +409,16 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
         action = _developer_change(roster, dev, want, current.get(name), handmade.get(name), files.get(name), olds,
                                    now, options, proxy_url)
         if not isinstance(action, Rotate):  # a rotation drops every rotated-out key itself
-            changes.extend(Delete(name, f"grace ended {iso(old.retire_at)}: rotated-out key", key=old)
-                           for old in olds if old.retire_at is not None and old.retire_at <= now)
+            changes.extend(_retiring_changes(roster, want, olds, now))
         if action is not None:
             changes.append(action)
         if want.expires is not None and want.expires - now <= roster.keys.expiry_warning:
             expiring.append((name, want.expires))
             warnings.append(f"{name}: key expires in {humanize(want.expires - now)} ({iso(want.expires)})")
+
+    for dev in roster.developers:
+        if dev.name not in desired and dev.name not in current and selected(dev.name):
+            warnings.append(f"{dev.name}: access expired {iso(dev.expires)}: no key is issued")
 
     gone = {n: k for n, k in current.items() if n not in desired}
     for name in sorted(set(gone) | {n for n in retiring if n not in desired}
@@ -433,7 +453,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     aliases = {d.alias for d in desired.values()}
     relevant = [k for k in live if k.managed or k.alias in aliases]  # what the plan was computed from
     return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
-                + len(seen.unproven), roster.sha256, fingerprint(relevant), now, tuple(expiring))
+                + len(seen.unproven), roster.sha256, fingerprint(relevant), now, tuple(expiring), len(current))
 
 
 def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,
@@ -447,14 +467,14 @@ def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKe
             return Conflict(name, f"a key made by hand holds the alias {want.alias}, which this developer's managed "
                                   "key should carry; delete that key or change keys.alias", key=hand)
         if name in options.replace:
-            return Rotate(name, "replacing a hand-made key with a delivered one (--replace)", desired=want, old=hand,
-                          retire_at=_retire_at(roster, now), drop=drop)
+            return _rotate(roster, want, hand, "replacing a hand-made key with a delivered one (--replace)", drop, now)
         if name in options.adopt or roster.keys.adopt_unmanaged:
             due = _rotation_reason(roster, dev, want, hand, None, now, delivered=False)
             if due is not None:  # adopting it would only make it due at once: replace it instead
-                return Rotate(name, f"hand-made key to adopt is due for rotation: {due}", desired=want, old=hand,
-                              retire_at=_retire_at(roster, now), drop=drop)
-            return Adopt(name, "taking over a hand-made key in place; it keeps its secret", desired=want, key=hand)
+                return _rotate(roster, want, hand, f"hand-made key to adopt is due for rotation: {due[0]}", drop, now,
+                               revocation=due[1])
+            return Adopt(name, "taking over a hand-made key in place; it keeps its secret", desired=want, key=hand,
+                         fields=tuple(_proxy_fields(want, hand)))
         return Conflict(name, f"a key made by hand holds the alias {hand.alias}; re-run with --adopt {name} to take "
                               f"it over, or --replace {name} to rotate it into a delivered key", key=hand)
     if key is None:
@@ -463,9 +483,9 @@ def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKe
         where = f"{roster.keys.delivery_dir}/{name}.sops.yaml"
         return Create(name, "new in the roster" if file is None else
                       f"no live key for this developer; a fresh key replaces {where}", desired=want)
-    reason = _rotation_reason(roster, dev, want, key, file, now)
-    if reason is not None:
-        return Rotate(name, reason, desired=want, old=key, retire_at=_retire_at(roster, now), drop=drop)
+    due = _rotation_reason(roster, dev, want, key, file, now)
+    if due is not None:
+        return _rotate(roster, want, key, due[0], drop, now, revocation=due[1])
     fields = _proxy_fields(want, key)
     file_fields = () if key.external else _file_fields(want, file, proxy_url)
     if not fields and not file_fields:
@@ -475,5 +495,25 @@ def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKe
                   file_fields=file_fields)
 
 
-def _retire_at(roster: Roster, now: datetime) -> datetime | None:
-    return now + roster.keys.grace if roster.keys.grace > timedelta(0) else None
+def _rotate(roster: Roster, want: Desired, old: LiveKey, reason: str, drop: tuple[str, ...], now: datetime, *,
+            revocation: bool = False) -> Rotate:
+    """The old key keeps working for keys.grace, unless this rotation is a revocation, the grace is 0, or the
+    developer is disabled (a blocked key has no use for an overlap)."""
+    grace = timedelta(0) if revocation or want.blocked else roster.keys.grace
+    return Rotate(want.name, reason, desired=want, old=old, retire_at=now + grace if grace > timedelta(0) else None,
+                  drop=drop, grace=grace, revocation=revocation)
+
+
+def _retiring_changes(roster: Roster, want: Desired, olds: list[LiveKey], now: datetime) -> list[Change]:
+    """Rotated-out keys: deleted when their grace ends (or keys.grace became 0: the overlap ends now), blocked with
+    the developer's current key when the roster disables the developer."""
+    out: list[Change] = []
+    for old in olds:
+        if old.retire_at is not None and old.retire_at <= now:
+            out.append(Delete(want.name, f"grace ended {iso(old.retire_at)}: rotated-out key", key=old))
+        elif roster.keys.grace == timedelta(0):
+            out.append(Delete(want.name, "keys.grace is 0: the rotated-out key goes now", key=old))
+        elif want.blocked and not old.blocked:
+            out.append(Update(want.name, "disabled: the rotated-out key is blocked too", desired=want, key=old,
+                              fields=(("blocked", False, True),)))
+    return out

@@ -85,8 +85,8 @@ def _fast_key_file(name: str, path: Path) -> KeyFile | None:
 
 _TOP_LINE = re.compile(r"^([a-z_][a-z0-9_]*):(?: (.*))?$")
 _ITEM_LINE = re.compile(r"^ +- (.*)$")
-_RESOLVER = yaml.resolver.Resolver()
-_PLAIN = re.compile(r"^[A-Za-z0-9_./+-][A-Za-z0-9_./:@+=,\[\]-]*$")  # no spaces: no ': ' or ' #' to mind
+YAML_RESOLVER = yaml.resolver.Resolver()
+PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9_./+-][A-Za-z0-9_./:@+=,\[\]-]*$")  # no spaces: no ': ' or ' #' to mind
 
 
 def _scalar(text: str) -> tuple[bool, Any]:
@@ -95,9 +95,9 @@ def _scalar(text: str) -> tuple[bool, Any]:
             return True, json.loads(text)  # sops double-quotes with JSON-compatible escapes
         except ValueError:
             return False, None
-    if not _PLAIN.match(text):
+    if not PLAIN_SCALAR.match(text):
         return False, None
-    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # YAML's own reading of a plain scalar
+    tag = YAML_RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # YAML's own reading of a plain scalar
     if tag == "tag:yaml.org,2002:str":
         return True, text
     if tag == "tag:yaml.org,2002:null":

@@ -6,32 +6,44 @@ import json
 from typing import Any
 
 from .plan import Adopt, Change, Create, Delete, Plan, RemoveFile, Rotate, Update
+from .timeutil import format_duration, iso
 
 MARKDOWN_FOLD_AFTER = 20  # longer plans go inside <details> so the comment stays readable
 
 
-def _value(value: Any) -> str:
+def value_text(value: Any, field: str = "") -> str:
+    """One vocabulary for values, in plans and in status: true/false, never (no expiry), none (no value)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(map(str, value)) + "]"
-    return "none" if value is None else str(value)
+    if value is None:
+        return "never" if field == "expires" else "none"
+    return str(value)
 
 
 def details(change: Change) -> list[str]:
     """One line per fact a reviewer needs, never a secret."""
-    if isinstance(change, (Create, Rotate, Adopt)):
+    if isinstance(change, (Create, Rotate)):
         want = change.desired
-        lines = [f"alias {want.alias}", f"models {_value(want.models)}"]
+        lines = [f"alias {want.alias}", f"models {value_text(want.models)}"]
         limits = {k: v for k, v in want.limits.as_dict().items() if v is not None}
         if limits:
             lines.append(", ".join(f"{k} {v}" for k, v in limits.items()))
-        lines.append(f"expires {_value(change.data['after']['expires'])}" + ("; blocked" if want.blocked else ""))
+        lines.append(f"expires {value_text(iso(want.expires), 'expires')}" + ("; blocked" if want.blocked else ""))
         if isinstance(change, Rotate):
             old = f"old key {change.old.token[:8]}… ({change.old.alias})"
-            lines.append(f"{old} kept until {change.data['retire_at']}" if change.retire_at else
-                         f"{old} revoked at once (grace 0)")
+            if change.retire_at:
+                lines.append(f"{old} kept until {iso(change.retire_at)} ({format_duration(change.grace)})")
+            else:
+                why = "rotate: is a revocation" if change.revocation else "grace 0"
+                lines.append(f"{old} revoked at once ({why})")
         return lines
-    if isinstance(change, Update):
-        lines = [f"{name}: {_value(before)} -> {_value(after)}" for name, before, after in change.fields]
+    if isinstance(change, (Update, Adopt)):
+        lines = [f"{name}: {value_text(before, name)} -> {value_text(after, name)}"
+                 for name, before, after in change.fields]
+        if isinstance(change, Adopt) or change.key.retire_at is not None:
+            return [f"key {change.key.token[:8]}… ({change.key.alias})", *lines]
         if change.file_fields:
             lines.append("key file: refresh " + ", ".join(change.file_fields))
         return lines

@@ -68,6 +68,16 @@ class KubeSettings:
 
 
 @dataclass(frozen=True)
+class ModelRef:
+    """A model name where the roster writes it: a developer's or the defaults' models, or a group's member."""
+
+    field: str  # developers[0] (jane).models[1], defaults.models[0], model_groups.claude-code[2]
+    name: str
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
 class Developer:
     name: str
     recipient: str
@@ -90,6 +100,8 @@ class KeysConfig:
     grant_model_aliases: bool = False
     adopt_unmanaged: bool = False
     allow_wildcard_models: bool = False
+    max_share: float | None = None  # keys.brakes
+    max_count: int | None = None
 
     def alias_for(self, name: str) -> str:
         return self.alias.replace("{name}", name)
@@ -108,6 +120,7 @@ class Roster:
     proxy_url: str | None = None
     proxy_headers: dict[str, str] = field(default_factory=dict)
     kubernetes: KubeSettings | None = None
+    model_refs: tuple[ModelRef, ...] = ()  # every model name as written, located; group names excluded
 
     def developer(self, name: str) -> Developer | None:
         return self._by_name.get(name)
@@ -556,6 +569,8 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
             grant_model_aliases=bool(keys.get("grant_model_aliases", False)),
             adopt_unmanaged=bool(keys.get("adopt_unmanaged", False)),
             allow_wildcard_models=bool(keys.get("allow_wildcard_models", False)),
+            max_share=keys.get("brakes", {}).get("max_share"),
+            max_count=keys.get("brakes", {}).get("max_count"),
         ),
         developers=tuple(_developer(dev, defaults, located.of_value(("developers", i))[0])
                          for i, dev in enumerate(data["developers"])),
@@ -563,7 +578,24 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
         proxy_url=proxy.get("url"),
         proxy_headers=dict(proxy.get("headers", {})),
         kubernetes=_kube_settings(proxy.get("kubernetes")),
+        model_refs=tuple(_model_refs(data, located)),
     )
+
+
+def _model_refs(data: dict, located: _Located) -> list[ModelRef]:
+    groups = data.get("model_groups", {})
+    places: list[tuple[Any, ...]] = [("model_groups", g) for g in groups] + [("defaults", "models")]
+    places += [("developers", i, "models") for i, d in enumerate(data["developers"]) if "models" in d]
+    out = []
+    for place in places:
+        node: Any = data
+        for part in place:
+            node = node[part] if isinstance(part, int) else node.get(part, {})
+        for j, name in enumerate(node or []):
+            if place[0] == "model_groups" or name not in groups:
+                line, column = located.of_value(place + (j,))
+                out.append(ModelRef(_field_name(place + (j,), data), name, line, column))
+    return out
 
 
 def _kube_settings(kube: dict | None) -> KubeSettings | None:

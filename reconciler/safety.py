@@ -1,27 +1,41 @@
-"""Brakes: refuse plans that delete or rotate too much at once, unless forced. Pure."""
+"""Brakes: refuse plans that delete, rotate or update too much at once, or take anything over, unless forced.
+Pure."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .errors import BrakeError
-from .plan import Delete, Plan, Rotate
+from .plan import Delete, Plan, Rotate, Update
+from .roster import Roster
 
 
 @dataclass(frozen=True)
 class Brakes:
-    MIN_MANAGED_FOR_SHARE = 10  # below this, a share means little (1 of 3 is 33 %)
+    """Thresholds in the style of octoDNS's: a share of the managed keys (for teams large enough that a share means
+    something), a count, and, for every team of two or more, never all of its keys at once without --force."""
 
-    max_share: float = 0.30
+    MIN_MANAGED_FOR_SHARE = 10  # below this, a share means little (1 of 3 is 33 %)
+    DEFAULT_SHARE = 0.30
+
+    max_share: float = DEFAULT_SHARE
     max_count: int | None = None
+
+    @classmethod
+    def for_roster(cls, roster: Roster, *, max_share: float | None = None, max_count: int | None = None) -> Brakes:
+        """The roster's keys.brakes (reviewed with it), overridden by flags."""
+        share = max_share if max_share is not None else roster.keys.max_share
+        return cls(share if share is not None else cls.DEFAULT_SHARE,
+                   max_count if max_count is not None else roster.keys.max_count)
 
     def check(self, plan: Plan, *, force: bool = False) -> None:
         """Raise BrakeError naming the numbers when the plan is over a threshold, or holds a high-risk change
         (a takeover, a renamed alias template, a wildcard grant, a removed file), whatever the team size. Creates
-        are never braked; deletes of rotated-out keys whose grace ended are routine and not counted."""
+        are never braked; deletes of rotated-out keys whose grace ended are routine and not counted; nor is the
+        one-time move of keys made by version 0.1 to their roster: user (docs/security.md)."""
         if force:
             return
-        managed = plan.managed_count
+        current = plan.current_count
         problems = []
         risky = plan.high_risk
         if risky:
@@ -30,14 +44,18 @@ class Brakes:
         counts = {
             "deletes": sum(1 for c in plan.changes if isinstance(c, Delete) and c.key.retire_at is None),
             "rotations": sum(1 for c in plan.changes if isinstance(c, Rotate)),
+            "updates": sum(1 for c in plan.changes if isinstance(c, Update) and c.key.retire_at is None
+                           and {name for name, _, _ in c.fields} - {"user_id"}),
         }
         for what, n in counts.items():
             if n == 0:
                 continue
-            if self.max_count is not None and n > self.max_count:
+            if current >= 2 and n >= current:
+                problems.append(f"Too many {what}: {n} of {current} managed keys (all of them)")
+            elif self.max_count is not None and n > self.max_count:
                 problems.append(f"Too many {what}: {n} is over the limit of {self.max_count}")
-            elif managed > self.MIN_MANAGED_FOR_SHARE and n / managed > self.max_share:
-                problems.append(f"Too many {what}: {n} of {managed} managed keys ({n / managed:.0%}) is over "
+            elif current > self.MIN_MANAGED_FOR_SHARE and n / current > self.max_share:
+                problems.append(f"Too many {what}: {n} of {current} managed keys ({n / current:.0%}) is over "
                                 f"{self.max_share:.0%}")
         if problems:
             raise BrakeError("; ".join(problems) + "; nothing was changed. Re-run with --force if this is intended.")

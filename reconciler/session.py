@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
+from .addresses import normalize_url
 from .catalog import ModelCatalog
-from .errors import ConfigError, CredentialError, ModelError, StalePlanError
+from .errors import ConfigError, CredentialError, ModelError, Problem, StalePlanError
 from .litellm import LiteLLMClient
 from .live import LiveKey
-from .plan import Options, Plan, desired_models, diff
+from .plan import Options, Plan, diff
 from .records import read_records
 from .redact import REDACT
 from .roster import Roster
@@ -63,17 +63,6 @@ def actor() -> str:
     """Who is applying, one string for the audit log, LiteLLM's changed-by header and the lock."""
     return (os.environ.get("RECONCILE_ACTOR") or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER")
             or "litellm-roster")
-
-
-def normalize_url(url: str) -> str:
-    """One spelling per address: lowercase scheme and host, no default port, no trailing slash."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path.rstrip('/')}"
 
 
 def clock(settings: Settings) -> Callable[[], datetime]:
@@ -139,15 +128,13 @@ def _confirmed_url(roster: Roster, settings: Settings) -> str | None:
 
 
 def check_models(roster: Roster, catalog: ModelCatalog) -> None:
-    problems = []
-    for dev in roster.developers:
-        for name in desired_models(roster, dev, None):
-            if not catalog.serves(name):
-                problems.append(f"  {roster.path}:{dev.line}: developers ({dev.name}).models: "
-                                f"{catalog.unknown_message(name)}")
+    """Every model name is served, reported once where it is written (a group member at the group, not per
+    developer who uses the group)."""
+    problems = [Problem(roster.path, ref.line, ref.column, ref.field, catalog.unknown_message(ref.name))
+                for ref in roster.model_refs if not catalog.serves(ref.name)]
     if problems:
         raise ModelError("the roster grants models this proxy does not serve; nothing was changed:\n"
-                         + "\n".join(sorted(set(problems))))
+                         + "\n".join(f"  {p}" for p in sorted(problems, key=lambda p: (p.line, p.column))))
 
 
 def options_for(roster: Roster, *, adopt: list[str] | None = None, replace: list[str] | None = None,
@@ -285,10 +272,11 @@ class Session:
         from .lock import FileLock, default_holder, lock_path
 
         kube = self.roster.kubernetes
+        holder = default_holder(self.settings.actor)
         if self.kube_api is None or kube is None:
-            return FileLock(lock_path(self.proxy_url))
+            return FileLock(lock_path(self.proxy_url), holder)
         from .kube import LeaseLock
 
         # Named for the Service (or URL), not the local port-forward address, which changes every run.
         target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
-        return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", default_holder())
+        return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", holder)

@@ -66,7 +66,9 @@ class Workspace:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "SOPS_", "RECONCILE_"))}
-        env.update({"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": self.url, **extra})
+        # Locks go to the test's own directory: a test run leaves nothing in the system's temp directory.
+        env.update({"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": self.url,
+                    "RECONCILE_LOCK_DIR": str(self.root / ".locks"), **extra})
         return env
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Result:

@@ -98,7 +98,7 @@ def test_unknown_model_fails_with_a_suggestion(workspace, sandbox):
     result = workspace.run("apply")
     assert result.rc == 1
     assert "claude-sonnet-4-5 is not served by this proxy; did you mean claude-sonnet-4-5-20250929?" in result.stderr
-    assert "developers (john).models: gpt-4o is not served by this proxy" in result.stderr
+    assert "developers[1] (john).models[0]: gpt-4o is not served by this proxy" in result.stderr
     assert posts(sandbox) == 0 and not workspace.keys.exists()
 
 
@@ -137,7 +137,8 @@ def test_unmanaged_keys_are_counted_never_touched(workspace, sandbox):
     assert "3 managed key(s); 1 other key(s) on the proxy are never touched." in plan.stdout
     assert sandbox.store.rows[made["token"]]["key_alias"] == "ci-bot"
     workspace.write_roster([])
-    assert workspace.run("apply").rc == 0
+    assert workspace.run("apply").rc == 4  # every managed key at once: braked, whatever the team size
+    assert workspace.run("apply", "--force").rc == 0
     assert list(sandbox.store.rows) == [made["token"]]
 
 

@@ -56,7 +56,7 @@ def test_rotation_with_zero_grace_revokes_at_once(workspace, sandbox):
     assert workspace.run("apply").rc == 0
     old = workspace.decrypt("jane")
     workspace.write_roster([{"name": "jane", "rotate": iso(utcnow() + timedelta(minutes=1))}])
-    assert "revoked at once (grace 0)" in workspace.run("plan").stdout
+    assert "revoked at once (rotate: is a revocation)" in workspace.run("plan").stdout
     assert workspace.run("apply").rc == 0
     assert sandbox_models(sandbox.url, old) == 401
     assert sandbox_models(sandbox.url, workspace.decrypt("jane")) == [OPUS, SONNET]
@@ -110,7 +110,7 @@ def test_disable_blocks_and_enable_unblocks_the_same_key(workspace, sandbox):
     assert workspace.run("apply").rc == 0
     secret = workspace.decrypt("jane")
     workspace.write_roster([{"name": "jane", "disabled": True}])
-    assert "blocked: False -> True" in workspace.run("plan").stdout
+    assert "blocked: false -> true" in workspace.run("plan").stdout
     assert workspace.run("apply").rc == 0
     assert sandbox.counts["POST /key/block"] == 1
     assert sandbox_models(sandbox.url, secret) == 401
@@ -131,8 +131,9 @@ def test_handmade_key_conflict_then_adopt_keeps_its_secret(workspace, sandbox):
     made = _handmade(sandbox, "claude-code-jane", workspace)
     workspace.write_roster([{"name": "jane"}])
     plan = workspace.run("plan", "--detailed-exitcode")
-    assert plan.rc == 0 and "!   jane" in plan.stdout and "--adopt jane" in plan.stdout
-    assert workspace.run("apply").rc == 0
+    assert plan.rc == 2 and "!   jane" in plan.stdout and "--adopt jane" in plan.stdout  # a decision is due
+    undecided = workspace.run("apply")
+    assert undecided.rc == 1 and "1 conflict(s) left unresolved: jane" in undecided.stdout
     assert sandbox.store.rows[made["token"]]["metadata"] == {}  # untouched without a decision
 
     braked = workspace.run("apply", "--adopt", "jane")  # a takeover is high-risk: it needs --force, always
@@ -162,7 +163,7 @@ def test_status_report(workspace, sandbox):
     _handmade(sandbox, "claude-code-omar", workspace)
     workspace.write_roster([{"name": "jane", "expires": (utcnow() + timedelta(days=3)).date().isoformat()},
                             {"name": "john", "disabled": True}, {"name": "omar"}], rotate_after="90d")
-    assert workspace.run("apply").rc == 0
+    assert workspace.run("apply").rc == 1  # omar's hand-made key is a conflict left unresolved
     workspace.write_roster([{"name": "jane"}, {"name": "omar"}, {"name": "priya"}], rotate_after="90d")
     result = workspace.run("status", "--format", "json")
     rows = {(r["developer"], r["state"]): r for r in json.loads(result.stdout)["keys"]}

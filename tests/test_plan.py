@@ -172,7 +172,8 @@ def test_missing_or_mismatched_file_or_new_recipient_rotates():
     wrong = plan_of(r, [key("jane")], {"jane": file_for(r, "jane", token=tok("other"))})
     assert wrong.changes[0].reason == "key file keys/jane.sops.yaml does not hold the live key"
     moved = plan_of(r, [key("jane")], {"jane": file_for(r, "jane", recipients=(B, ADMIN))})
-    assert moved.changes[0].reason == "recipient changed: the key file must be readable by the new recipient"
+    assert moved.changes[0].reason == (f"recipient changed to {A[:16]}…: the key file must be readable by exactly "
+                                       "the roster's recipients")
 
 
 def test_orphan_file_is_never_registered_but_replaced():
@@ -278,10 +279,16 @@ def simulate(r, live: list[LiveKey], files: dict[str, KeyFile], plan, now) -> tu
             keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.user_id,
                                                     metadata=managed_metadata(w.name, delivery="external"),
                                                     expires=w.expires, limits=w.limits, blocked=w.blocked)
-        elif isinstance(c, Update):
-            w = c.desired
-            keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.user_id,
-                                                    expires=w.expires, limits=w.limits, blocked=w.blocked)
+        elif isinstance(c, Update):  # as the Applier does: exactly the fields the plan lists
+            w, changed = c.desired, {name for name, _, _ in c.fields}
+            limits = {name: getattr(w.limits, name) for name in changed if hasattr(w.limits, name)}
+            keys[c.key.token] = dataclasses.replace(
+                c.key, alias=w.alias if "key_alias" in changed else c.key.alias,
+                models=w.models if "models" in changed else c.key.models,
+                user_id=w.user_id if "user_id" in changed else c.key.user_id,
+                expires=w.expires if "expires" in changed else c.key.expires,
+                blocked=w.blocked if "blocked" in changed else c.key.blocked,
+                limits=dataclasses.replace(c.key.limits, **limits))
             if c.file_fields:
                 f = files[c.name]
                 files[c.name] = dataclasses.replace(f, fields={**f.fields, **file_document_fields(w, URL)})
@@ -341,6 +348,18 @@ def scenarios(draw):
             files[name] = KeyFile(name, Path(f"keys/{name}"), draw(st.sampled_from([token, tok("stray")])),
                                   frozenset(draw(st.sampled_from([(A, ADMIN), (B, ADMIN)]))), {"developer": name})
     return r, live, files
+
+
+def test_two_key_files_sharing_a_hash_converge():
+    """Found by the property below (before key files stopped being registered): jane's and john's files both name
+    jane's live key; john has none. John gets a fresh key over his file, jane keeps hers, and the plan empties."""
+    r = roster(dev("jane") + dev("john"))
+    live = [key("jane")]
+    files = {"jane": file_for(r, "jane"), "john": file_for(r, "john", token=tok("jane"))}
+    plan = plan_of(r, live, files)
+    assert kinds(plan) == [("create", "john")]
+    after_live, after_files, adopted = simulate(r, live, files, plan, NOW)
+    assert plan_of(r, after_live, after_files, adopted=adopted).empty
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,6 +7,7 @@ after the work).
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import socket
@@ -24,19 +25,27 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from ..errors import ConfigError
 from .store import KeyStore, Response, error
 
 DEFAULT_MASTER_KEY = "sk-sandbox-master-key"
 
 
 def load_models(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """A LiteLLM config's model_list (a whole proxy config is accepted too)."""
-    text = Path(path).read_text("utf-8") if path else \
-        resources.files("reconciler.sandbox").joinpath("models.yaml").read_text("utf-8")
-    data = yaml.safe_load(text) or {}
+    """A LiteLLM config's model_list (a whole proxy config is accepted too). ConfigError, one line, if it is not."""
+    try:
+        text = Path(path).read_text("utf-8") if path else \
+            resources.files("reconciler.sandbox").joinpath("models.yaml").read_text("utf-8")
+        data = yaml.safe_load(text) or {}
+    except OSError as exc:
+        raise ConfigError(f"--models {path}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"--models {path}: not YAML{where}; give a LiteLLM config with a model_list") from None
     models = data.get("model_list") if isinstance(data, dict) else data
     if not isinstance(models, list) or not all(isinstance(m, dict) and "model_name" in m for m in models):
-        raise ValueError(f"{path}: expected a model_list of entries with model_name")
+        raise ConfigError(f"--models {path}: expected a LiteLLM config whose model_list entries have model_name")
     return models
 
 
@@ -184,6 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/models"): lambda c, b: store.v1_models(c),
             ("GET", "/model/info"): lambda c, b: store.model_info(c),
             ("POST", "/user/new"): lambda c, b: store.user_new(c, b),
+            ("POST", "/chat/completions"): lambda c, b: store.chat(c, b),
+            ("POST", "/v1/chat/completions"): lambda c, b: store.chat(c, b),
             ("GET", "/user/info"): lambda c, b: store.user_info(c, query.get("user_id")),
             ("GET", "/v1/model/info"): lambda c, b: store.model_info(c),
             ("POST", "/_sandbox/clock"): lambda c, b: self._clock(c, b),
@@ -283,7 +294,11 @@ def start_sandbox(port: int = 0, master_key: str = DEFAULT_MASTER_KEY, models: l
                   tls: tuple[str, str] | None = None) -> Sandbox:
     """Serve in a background thread; port 0 picks a free one (read it from .url). `tls` is (cert, key) files."""
     store = KeyStore(master_key, models if models is not None else load_models())
-    server = _Server((host, port), store)
+    try:
+        server = _Server((host, port), store)
+    except OSError as exc:
+        why = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
     if tls is not None:
         import ssl
 

@@ -521,6 +521,30 @@ class KeyStore:
             return error(403, "You are not allowed to view this user", "auth_error", "None")
         return 200, {"user_id": user_id, "user_info": dict(row), "keys": [], "teams": []}
 
+    # ------------------------------------------------------------ simulated use
+
+    COST_PER_CALL = 0.25  # USD: enough that a few calls show in `reconcile status` and reach a small budget
+
+    def chat(self, caller: str, body: dict[str, Any]) -> Response:
+        """A completion that costs COST_PER_CALL, so spend and budgets can be tried (no model is called)."""
+        model = body.get("model")
+        if not isinstance(model, str) or model not in self._names_for(caller):
+            return error(403 if caller != "master" else 400, f"The requested model '{model}' is not available for "
+                         "this API key, or the model name is invalid.", "key_model_access_denied", "model")
+        with self.lock:
+            row = self.rows.get(caller)
+            if row is not None:
+                budget = row.get("max_budget")
+                if budget is not None and row["spend"] >= budget:
+                    return error(422, f"Budget has been exceeded! Current cost: {row['spend']}, Max budget: "
+                                      f"{budget}", "budget_exceeded", None)
+                row["spend"] = round(row["spend"] + self.COST_PER_CALL, 6)
+                row["last_active"] = _iso(self.now())
+        return 200, {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "model": model,
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": "(sandbox: no model was called)"}}],
+                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
     # ------------------------------------------------------------ models (§7)
 
     def _names_for(self, caller: str) -> list[str]:

@@ -64,15 +64,17 @@ def test_rotation_with_and_without_grace(real_workspace, litellm):
     ws.write_roster([{"name": "jane"}, {"name": "john"}], grace="1h")
     assert ws.run("apply").rc == 0
     old_jane, old_john = ws.decrypt("jane"), ws.decrypt("john")
-    ws.write_roster([{"name": "jane", "rotate": "2099-01-01T00:00:00Z"}, {"name": "john"}], grace="1h")
+    # A scheduled rotation (here: a new recipient) keeps the grace; rotate: (below) is a revocation.
+    moved = {"name": "jane", "recipient": ws.people["priya"].recipient}
+    ws.write_roster([moved, {"name": "john"}], grace="1h")
     assert ws.run("apply").rc == 0
-    new_jane = ws.decrypt("jane")
+    new_jane = ws.decrypt("jane", "priya")
     assert new_jane != old_jane
     assert litellm.models_for(old_jane) == litellm.models_for(new_jane) == [OPUS, SONNET]  # overlap
     retiring = [k for k in litellm.managed() if k["key_alias"] == "claude-code-jane--retiring"]
     assert len(retiring) == 1 and retiring[0]["expires"]  # LiteLLM will stop it when grace ends
 
-    ws.write_roster([{"name": "jane"}, {"name": "john", "rotate": "2099-01-01T00:00:00Z"}])  # grace 0
+    ws.write_roster([moved, {"name": "john", "rotate": "2099-01-01T00:00:00Z"}])  # grace 0
     assert ws.run("apply").rc == 0
     assert litellm.models_for(old_john) == 401 and litellm.models_for(ws.decrypt("john")) == [OPUS, SONNET]
 

@@ -47,7 +47,7 @@ def hostile(upstream):
 def run(ws: Workspace, url: str, *args: str) -> tuple[int, str, str, int]:
     """The installed command, and its own peak RSS in KB (os.wait4 reaps it, so the rusage is the child's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "SOPS_", "RECONCILE_"))}
-    env.update({"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": url})
+    env.update({"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": url, "RECONCILE_LOCK_DIR": str(ws.root / ".locks")})
     process = subprocess.Popen([RECONCILE, *args, "--timeout", "2"], cwd=ws.root, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     streams: dict[str, bytes] = {}
