@@ -65,7 +65,7 @@ def seed(url: str, n: int) -> list[str]:
     created = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat().replace("+00:00", "Z")
     names = [f"dev-{i:06d}" for i in range(managed)]
     rows = [{"token": hashlib.sha256(f"bench-{name}".encode()).hexdigest(), "key_alias": f"cc-{name}",
-             "models": MODELS[:2], "user_id": name, "created_at": created,
+             "models": MODELS[:2], "user_id": f"roster:{name}", "created_at": created,
              "metadata": {"managed_by": "litellm-roster", "roster_name": name}} for name in names]
     rows += [{"token": hashlib.sha256(f"bench-svc-{i}".encode()).hexdigest(), "key_alias": f"svc-{i:06d}",
               "models": MODELS[:1], "created_at": created} for i in range(n - managed)]

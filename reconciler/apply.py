@@ -21,8 +21,9 @@ from typing import Any, Callable
 from .delivery import Sops, clean_temp_files, refresh_fields, remove, write_atomic
 from .errors import ProxyError, ReconcileError
 from .litellm import LiteLLMClient
-from .live import managed_metadata
+from .live import NEVER, managed_metadata
 from .plan import (
+    EXPIRY_TOLERANCE,
     Adopt,
     Change,
     Conflict,
@@ -38,7 +39,7 @@ from .plan import (
 from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
 from .redact import REDACT
 from .roster import RETIRING_SUFFIX, Roster
-from .timeutil import iso
+from .timeutil import iso, parse_litellm_time
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,15 @@ def new_secret() -> str:
 
 
 def _duration_until(moment: datetime | None, now: datetime) -> str | None:
-    """LiteLLM takes only an offset from its own now (docs/litellm.md); None means never expires."""
+    """LiteLLM takes only an offset from its own now (docs/litellm.md §1); None means never expires."""
     if moment is None:
         return None
     return f"{max(1, round((moment - now).total_seconds()))}s"
+
+
+def _new_duration(moment: datetime | None, now: datetime) -> str:
+    """For /key/update: "-1" removes an expiry on every version (1.80 and older ignore null; docs/litellm.md §5)."""
+    return _duration_until(moment, now) or "-1"
 
 
 class Applier:
@@ -159,13 +165,28 @@ class Applier:
         token = token_of(secret)
         self._issued[want.name] = token
         try:
-            self.client.generate(self._generate_body(want, secret, now))
+            answer = self.client.generate(self._generate_body(want, secret, now))
         except ProxyError:
             # An earlier attempt may have landed with its answer lost (a retry then meets "alias exists").
             info = self.client.key_info(token)
             if info is None or info.get("status") == "deleted":
                 raise
+        else:
+            self._correct_expiry(token, want, answer, now)
         self._hook("after-register", want.name)
+
+    def _correct_expiry(self, token: str, want: Desired, answer: dict[str, Any], now: datetime) -> None:
+        """LiteLLM 1.77 read generate's duration as a budget-style reset time (a 30-day key expired the next day):
+        when the expiry it reports is not the one asked for, set it again with /key/update, which reads it right."""
+        if want.expires is None:
+            return
+        try:
+            got = parse_litellm_time(answer.get("expires"))
+        except (TypeError, ValueError):
+            got = None
+        if got is None or abs(got - want.expires) > EXPIRY_TOLERANCE:
+            log.info("%s: the proxy set expiry %s, not %s; setting it again", want.name, iso(got), iso(want.expires))
+            self.client.update({"key": token, "duration": _new_duration(want.expires, now)})
 
     def _verify(self, want: Desired, secret: str) -> str:
         if want.blocked:
@@ -231,10 +252,17 @@ class Applier:
         write_atomic(self.adoption_path(want.name), adoption_document(want.name, key.token, iso(now)))
         body = {"key": key.token, "key_alias": want.alias, "models": list(want.models), "user_id": want.user_id,
                 "metadata": managed_metadata(want.name, key.metadata, delivery="external"),
-                "duration": _duration_until(want.expires, now), **want.limits.as_dict()}
-        self.client.update(body)
+                "duration": _new_duration(want.expires, now), **want.limits.as_dict()}
+        answer = self.client.update(body)
+        if body["duration"] == "-1" and answer.get("expires"):
+            self._expire_never(key.token)
         self._set_blocked(key.token, want.blocked, key.blocked)
         return ""
+
+    def _expire_never(self, token: str) -> None:
+        """LiteLLM 1.77 ignores every way of clearing an expiry: push it past NEVER, which reads as "never"."""
+        days = (NEVER - self.clock()).days + 36500
+        self.client.update({"key": token, "duration": f"{days}d"})
 
     def _set_blocked(self, token: str, want: bool, have: bool) -> None:
         if want and not have:
@@ -249,9 +277,11 @@ class Applier:
         body: dict[str, Any] = {"key": key.token, **{name: after for name, _, after in change.fields
                                                      if name not in ("expires", "blocked")}}
         if "expires" in fields:
-            body["duration"] = _duration_until(want.expires, self.clock())
+            body["duration"] = _new_duration(want.expires, self.clock())
         if len(body) > 1:
-            self.client.update(body)
+            answer = self.client.update(body)
+            if body.get("duration") == "-1" and answer.get("expires"):
+                self._expire_never(key.token)
         if "blocked" in fields:
             self._set_blocked(key.token, want.blocked, key.blocked)
         self._refresh_file(want, change.file_fields)

@@ -23,6 +23,7 @@ from .redact import REDACT
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+TESTED_VERSIONS = ("1.77.7", "1.110.2")  # the oldest and newest LiteLLM the conformance tier runs (README)
 MAX_BODY = 16 * 1024 * 1024  # a page of 100 full key objects is about 100 KB; anything near this is not LiteLLM
 
 
@@ -271,12 +272,21 @@ class LiteLLMClient:
         try:
             body = self.request("GET", "/key/info", params={"key": key})
         except ProxyError as exc:
-            if exc.status == 404:
+            if not_found(exc):
                 return None
             raise
         if not isinstance(body, dict) or not isinstance(body.get("info"), dict):
             raise shape_error("GET /key/info", f"{_kind(body)} without an 'info' object")
         return body["info"]
+
+    def version(self) -> str | None:
+        """LiteLLM's version, as /health/readiness reports it; None when it does not say (never an error)."""
+        try:
+            body = self.request("GET", "/health/readiness", retry=False)
+        except ProxyError:
+            return None
+        version = body.get("litellm_version") if isinstance(body, dict) else None
+        return version if isinstance(version, str) and re.fullmatch(r"\d+\.\d+\.\d+\S*", version) else None
 
     def whoami(self) -> Identity:
         """GET /key/info without a key describes the caller's own key. The master key is not a row in LiteLLM's
@@ -322,21 +332,46 @@ class LiteLLMClient:
         return self._write("/key/generate", body)
 
     def update(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._write("/key/update", body)
+        try:
+            return self._write("/key/update", body)
+        except ProxyError as exc:
+            # Removing an expiry: "-1" on 1.80 and later (which ignore null), null on 1.77 (which refuses "-1").
+            if body.get("duration") == "-1" and exc.status == 400 and "duration" in exc.detail.lower():
+                return self._write("/key/update", {**body, "duration": None})
+            raise
 
     def delete(self, tokens: list[str]) -> None:
         try:
             self._write("/key/delete", {"keys": tokens})
         except ProxyError as exc:
-            # 404 "No keys found": already gone (an earlier attempt whose answer was lost, or a concurrent delete).
-            if exc.status != 404:
+            # "No keys found": already gone (an earlier attempt whose answer was lost, or a concurrent delete).
+            if not not_found(exc):
                 raise
 
     def block(self, token: str) -> None:
         self._write("/key/block", {"key": token})
 
     def unblock(self, token: str) -> None:
-        self._write("/key/unblock", {"key": token})
+        # /key/update, not /key/unblock: LiteLLM 1.74 hashes an already-hashed key on /key/unblock and answers 401.
+        self._write("/key/update", {"key": token, "blocked": False})
+
+
+def version_warning(version: str | None) -> str | None:
+    """A plan warning when the proxy's LiteLLM is outside the tested range."""
+    if version is None:
+        return None
+    def parts(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+    low, high = TESTED_VERSIONS
+    if parts(low) <= parts(version) <= parts(high):
+        return None
+    return (f"the proxy runs LiteLLM {version}, outside the versions this tool is tested with ({low} to {high}); "
+            "check the plan closely")
+
+
+def not_found(exc: ProxyError) -> bool:
+    """404, or the 401 that LiteLLM 1.80 and older answer on key routes for a key "not found in db"."""
+    return exc.status == 404 or (exc.status == 401 and "not found" in exc.detail.lower())
 
 
 def _kind(value: Any) -> str:

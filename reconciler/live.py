@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from . import TOOL_NAME
@@ -18,6 +18,8 @@ ADMIN_CREATOR = "default_user_id"
 # A developer's key belongs to the LiteLLM user "roster:<name>": a namespace no other proxy user is in, so naming a
 # developer after an existing (admin) user does not hand out that user's rights.
 USER_PREFIX = "roster:"
+# LiteLLM 1.77 cannot clear a key's expiry; the tool then sets it past this instant, which means "never" everywhere.
+NEVER = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 
 def user_id_for(name: str) -> str:
@@ -52,7 +54,7 @@ class LiveKey:
             user_id=check.text("user_id"),
             metadata=dict(check.mapping("metadata")),
             blocked=check.flag("blocked"),
-            expires=check.time("expires"),
+            expires=_never_if_far(check.time("expires")),
             created_at=check.time("created_at"),
             limits=Limits(max_budget=check.number("max_budget"), budget_duration=check.text("budget_duration"),
                           tpm_limit=check.integer("tpm_limit"), rpm_limit=check.integer("rpm_limit"),
@@ -97,6 +99,10 @@ def managed_metadata(name: str, base: dict[str, Any] | None = None, **extra: Any
     out.update({MARKER: TOOL_NAME, "roster_name": name})
     out.update({k: v for k, v in extra.items() if v is not None})
     return out
+
+
+def _never_if_far(moment: datetime | None) -> datetime | None:
+    return None if moment is not None and moment >= NEVER else moment
 
 
 class _Checker:

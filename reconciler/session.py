@@ -14,7 +14,7 @@ import json
 import os
 import re
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +22,7 @@ from typing import Any, Callable
 from .addresses import normalize_url
 from .catalog import ModelCatalog
 from .errors import ConfigError, CredentialError, ModelError, Problem, StalePlanError
-from .litellm import LiteLLMClient
+from .litellm import LiteLLMClient, version_warning
 from .live import LiveKey
 from .plan import Options, Plan, diff
 from .records import read_records
@@ -248,8 +248,10 @@ class Session:
         check_models(self.roster, catalog)
         live = self.live_keys()
         records = read_records(self.roster.delivery_path)
-        return diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
+        plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
                     options=options or Options())
+        warning = version_warning(self.client.version())
+        return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan
 
     # ------------------------------------------------------------ writes
 

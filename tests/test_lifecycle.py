@@ -116,7 +116,8 @@ def test_disable_blocks_and_enable_unblocks_the_same_key(workspace, sandbox):
     assert sandbox_models(sandbox.url, secret) == 401
     workspace.write_roster([{"name": "jane"}])
     assert workspace.run("apply").rc == 0
-    assert sandbox.counts["POST /key/unblock"] == 1
+    # Unblocked with /key/update {"blocked": false}, which every LiteLLM version reads right (docs/litellm.md).
+    assert sandbox.counts["POST /key/unblock"] == 0 and sandbox.counts["POST /key/update"] == 1
     assert sandbox_models(sandbox.url, secret) == [OPUS, SONNET]
 
 

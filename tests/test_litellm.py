@@ -134,3 +134,30 @@ def test_str_dict_error_messages_are_unwrapped(client):
                                  "with 'sk-'. Received: abc-****2345")
     with pytest.raises(ProxyError, match=r"HTTP 404: No keys found$"):
         client.request("POST", "/key/delete", body={"keys": ["0" * 64]})
+
+
+def test_old_litellms_401_for_an_unknown_key_reads_as_not_found():
+    """LiteLLM 1.80 and older answer 401 "not found in db" on key routes for a key that is gone: a delete of it is
+    done, not an authentication failure."""
+    import json as json_
+
+    from helpers import raw_server
+
+    body = json_.dumps({"error": {"message": "Authentication Error, Key not found in db", "type": "auth_error",
+                                  "param": "None", "code": "401"}}).encode()
+    listener, url = raw_server(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with listener, LiteLLMClient(url, "sk-master-for-this-test") as client:
+        client.delete(["0" * 64])  # no exception
+        assert client.key_info("0" * 64) is None
+
+
+def test_version_outside_the_tested_range_is_a_warning():
+    from reconciler.litellm import TESTED_VERSIONS, version_warning
+
+    assert version_warning(None) is None
+    assert version_warning(TESTED_VERSIONS[0]) is None and version_warning("1.100.5") is None
+    assert version_warning("1.74.15") == (f"the proxy runs LiteLLM 1.74.15, outside the versions this tool is tested "
+                                          f"with ({TESTED_VERSIONS[0]} to {TESTED_VERSIONS[1]}); check the plan "
+                                          "closely")
+    assert version_warning("1.200.0").startswith("the proxy runs LiteLLM 1.200.0, outside")

@@ -337,10 +337,13 @@ class FakeDB:
     async def disconnect(self) -> None:
         return None
 
-    async def query_first(self, sql: str, *args: Any) -> dict[str, Any] | None:
+    async def query_first(self, query: str, *args: Any) -> dict[str, Any] | None:
+        sql = query  # LiteLLM <= 1.80 passes it by keyword, with the token inlined instead of as an argument
         self.raw_calls.append(sql.split("FROM")[-1][:60])
-        if _COMBINED_VIEW in sql and args:
-            found = [r for r in self.tables["litellm_verificationtoken"].rows if r["token"] == args[0]]
+        inlined = re.search(r"token\s*=\s*'([0-9a-f]{64})'", sql)
+        token = args[0] if args else inlined.group(1) if inlined else None
+        if _COMBINED_VIEW in sql and token:
+            found = [r for r in self.tables["litellm_verificationtoken"].rows if r["token"] == token]
             if not found:
                 return None
             view = json.loads(json.dumps(found[0], default=lambda v: v.isoformat()))

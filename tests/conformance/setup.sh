@@ -1,21 +1,41 @@
 #!/usr/bin/env bash
-# Make (or reuse) the conformance virtualenv with LiteLLM's real proxy. Prints its python's path.
+# Make (or reuse) a virtualenv with LiteLLM's real proxy and print its python's path.
+#   bash tests/conformance/setup.sh            the pin in requirements.txt, in .venv-litellm
+#   bash tests/conformance/setup.sh 1.80.17    another version (versions.txt lists CI's matrix), in .venv-litellm-1.80.17
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="${LITELLM_CONFORMANCE_VENV:-$here/../../.venv-litellm}"
-pin="$(grep -E '^litellm' "$here/requirements.txt")"
-case "$pin" in
-  *==1.82.7*|*==1.82.8*|*==1.107.*) echo "refusing $pin: a compromised LiteLLM release" >&2; exit 1;;
-  *==*) ;;
-  *) echo "refusing '$pin': the conformance tier pins an exact LiteLLM version" >&2; exit 1;;
-esac
+refuse() {
+  case "$1" in
+    1.82.7|1.82.8|1.107.*) echo "refusing litellm $1: a compromised release" >&2; exit 1;;
+  esac
+}
+if [ $# -eq 0 ]; then
+  venv="${LITELLM_CONFORMANCE_VENV:-$here/../../.venv-litellm}"
+  pin="$(grep -E '^litellm' "$here/requirements.txt")"
+  case "$pin" in
+    *==*) version="${pin##*==}";;
+    *) echo "refusing '$pin': the conformance tier pins an exact LiteLLM version" >&2; exit 1;;
+  esac
+else
+  version="$1"
+  venv="$here/../../.venv-litellm-$version"
+fi
+[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "refusing '$version': not an exact version" >&2; exit 1; }
+refuse "$version"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import litellm.proxy.proxy_server" 2>/dev/null; then
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install -q --upgrade pip >&2
-  "$venv/bin/pip" install -q -r "$here/requirements.txt" >&2
+  if ! "$venv/bin/pip" install -q "litellm[proxy]==$version" pyyaml >&2 2>/dev/null; then
+    # Some releases require a litellm-proxy package that is not published: install the litellm wheel and the
+    # proxy extra's dependencies without it.
+    wheels="$(mktemp -d)"
+    "$venv/bin/pip" download -q --no-deps -d "$wheels" "litellm==$version" >&2
+    "$venv/bin/python" "$here/proxy_requirements.py" "$wheels"/litellm-*.whl > "$wheels/requirements.txt"
+    "$venv/bin/pip" install -q "$wheels"/litellm-*.whl -r "$wheels/requirements.txt" pyyaml >&2
+    rm -rf "$wheels"
+  fi
 fi
 installed="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')"
-case "$installed" in
-  1.82.7|1.82.8|1.107.*) echo "the conformance venv holds litellm $installed, a compromised release: delete $venv" >&2; exit 1;;
-esac
+refuse "$installed"
+[ "$installed" = "$version" ] || { echo "$venv holds litellm $installed, not $version: delete it" >&2; exit 1; }
 echo "$venv/bin/python"

@@ -100,3 +100,33 @@ def test_handmade_key_adopted_in_place(real_workspace, litellm):
     assert ws.run("apply", "--adopt", "jane", "--force").rc == 0
     assert litellm.models_for(made["key"]) == [OPUS, SONNET]
     assert ws.run("plan", "--detailed-exitcode").rc == 0
+
+
+def test_expiry_set_moved_and_removed(real_workspace, litellm):
+    """A 30-day key expires in 30 days (LiteLLM 1.77 read generate's duration as a reset time), moving the date
+    updates it in place, and removing it leaves a key that never expires (1.80 ignores duration: null)."""
+    import json
+    from datetime import timedelta
+
+    from reconciler.live import NEVER
+    from reconciler.timeutil import parse_litellm_time, utcnow
+
+    ws = real_workspace
+    in_30_days = (utcnow() + timedelta(days=30)).date()
+    ws.write_roster([{"name": "jane", "expires": in_30_days.isoformat()}])
+    assert ws.run("apply").rc == 0
+    (key,) = litellm.managed()
+    assert parse_litellm_time(key["expires"]).date() == in_30_days
+    assert ws.run("plan", "--detailed-exitcode").rc == 0
+    later = in_30_days + timedelta(days=10)
+    ws.write_roster([{"name": "jane", "expires": later.isoformat()}])
+    assert ws.run("apply").rc == 0
+    assert parse_litellm_time(litellm.managed()[0]["expires"]).date() == later
+    ws.write_roster([{"name": "jane"}])
+    assert "expires: " in ws.run("plan").stdout
+    assert ws.run("apply").rc == 0
+    expires = litellm.managed()[0]["expires"]  # 1.77 cannot clear it: the tool moves it past NEVER instead
+    assert expires is None or parse_litellm_time(expires) >= NEVER
+    assert ws.run("plan", "--detailed-exitcode").rc == 0
+    assert json.loads(ws.run("status", "--format", "json").stdout)["keys"][0]["expires_in"] is None
+    _invariant(ws, litellm)
