@@ -18,9 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from .delivery import Sops, clean_temp_files, refresh_fields, remove, write_atomic
+from .delivery import clean_temp_files, refresh_fields, remove, write_atomic
 from .errors import ProxyError, ReconcileError
-from .litellm import LiteLLMClient
 from .live import NEVER, managed_metadata
 from .plan import (
     EXPIRY_TOLERANCE,
@@ -36,6 +35,7 @@ from .plan import (
     Update,
     file_document_fields,
 )
+from .ports import KeyAPI, Sealer
 from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
 from .redact import REDACT
 from .roster import RETIRING_SUFFIX, Roster
@@ -75,7 +75,7 @@ def _new_duration(moment: datetime | None, now: datetime) -> str:
 class Applier:
     WORKERS = 8  # bounded: encryption runs on every core, and the proxy is not flooded
 
-    def __init__(self, roster: Roster, client: LiteLLMClient, sops: Sops, *, proxy_url: str,
+    def __init__(self, roster: Roster, client: KeyAPI, sops: Sealer, *, proxy_url: str,
                  clock: Callable[[], datetime], hooks: Callable[[str, str], None] | None = None,
                  on_outcome: Callable[[Outcome], None] = lambda outcome: None):
         self.roster, self.client, self.sops = roster, client, sops

@@ -13,6 +13,7 @@ from .roster import LIMIT_FIELDS, RETIRING_SUFFIX
 from .timeutil import iso
 
 PLACEHOLDER = "REPLACE-with-the-developers-age-or-ssh-public-key"
+SCHEMA_FILE = "roster.schema.json"  # written beside an imported roster (reconcile schema prints it)
 
 
 def alias_pattern(template: str) -> re.Pattern[str]:
@@ -45,7 +46,7 @@ def import_roster(live: list[LiveKey], template: str, proxy_url: str) -> tuple[s
     doc = {"version": 1, "proxy": {"url": proxy_url},
            "keys": {"alias": template, "delivery_dir": "keys", "adopt_unmanaged": True},
            "developers": developers}
-    header = ("# yaml-language-server: $schema=schema/roster.schema.json\n"
+    header = (f"# yaml-language-server: $schema={SCHEMA_FILE}\n"
               "# Written by `reconcile import` from the keys on the proxy. Before the first apply:\n"
               f"#  - replace each {PLACEHOLDER} with that developer's public key;\n"
               "#  - keys.adopt_unmanaged: true takes the existing keys over in place, so nobody's key changes.\n")

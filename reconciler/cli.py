@@ -197,8 +197,9 @@ def cmd_force_unlock(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .addresses import normalize_url
-    from .bootstrap import import_roster
+    from .bootstrap import SCHEMA_FILE, import_roster
     from .live import LiveKey
+    from .roster import schema_text
 
     settings = _settings(args)
     if not settings.proxy_url:
@@ -214,11 +215,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     text, count = import_roster(live, args.alias, normalize_url(settings.proxy_url))
     if args.out == "-":
         out(text)
+        err(f"its $schema line names {SCHEMA_FILE}: reconcile schema > {SCHEMA_FILE} beside it\n")
     else:
         target = Path(args.out)
         if target.exists() and not args.overwrite:
             raise ConfigError(f"{target} exists; pass --overwrite, or --out another path")
         target.write_text(REDACT(text), "utf-8")
+        schema_file = target.parent / SCHEMA_FILE
+        if not schema_file.exists():  # the $schema reference must work wherever the roster lives
+            schema_file.write_text(schema_text(), "utf-8")
     err(f"imported {count} developer(s) from keys whose alias matches {args.alias}\n")
     return 0
 
@@ -242,6 +247,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         live = session.live_keys()
         rows = status_rows(session.roster, live, read_records(session.roster.delivery_path), session.clock())
     out(render_status(rows, args.format))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .roster import schema_text
+
+    out(schema_text())
     return 0
 
 
@@ -357,6 +369,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="-", help="where to write the roster (default: stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_import)
+
+    p = command("schema", "print the roster's JSON Schema (for editors and CI checks)")
+    p.set_defaults(func=cmd_schema)
 
     p = command("force-unlock", "remove a dead apply's lock")
     proxy(p)

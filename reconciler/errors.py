@@ -70,6 +70,18 @@ class ConfigError(ReconcileError):
     """The environment or the command line is incomplete or contradictory."""
 
 
+class LockError(ReconcileError):
+    """Another apply holds the proxy's lock, or the lock cannot be taken or released."""
+
+
+class KubeError(ReconcileError):
+    """The Kubernetes API refused or failed: no kubeconfig, a missing Secret, a forbidden verb."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the API's HTTP status, when the error came from one
+
+
 class StalePlanError(ReconcileError):
     """A reviewed plan no longer matches the roster or the proxy."""
 

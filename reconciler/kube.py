@@ -16,16 +16,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from .errors import ReconcileError
+from .errors import KubeError, LockError
 from .roster import KubeSettings
 
 log = logging.getLogger(__name__)
-
-
-class KubeError(ReconcileError):
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status  # the API's HTTP status, when the error came from one
 
 
 def in_cluster() -> bool:
@@ -275,7 +269,6 @@ class LeaseLock:
             raise
 
     def acquire(self, timeout: float = 0.0) -> None:
-        from .lock import LockError
 
         deadline = time.monotonic() + timeout
         while (current := self._try()) is not None:
@@ -313,7 +306,7 @@ class LeaseLock:
             log.warning("could not release the Lease (%s); it expires by itself", type(exc).__name__)
 
     def force_unlock(self, lock_id: str) -> Any:
-        from .lock import LockError, LockRecord
+        from .lock import LockRecord
 
         current = _call(f"Lease {self.name}", "get", "leases", self.namespace,
                         lambda: self.coordination.read_namespaced_lease(self.name, self.namespace))

@@ -21,11 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ReconcileError
-
-
-class LockError(ReconcileError):
-    pass
+from .errors import LockError
 
 
 @dataclass(frozen=True)

@@ -319,8 +319,13 @@ def _parse_with(loader_class: Any, text: str, filename: str) -> tuple[Any, _Loca
 
 
 @lru_cache(maxsize=1)
+def schema_text() -> str:
+    return resources.files("reconciler").joinpath("schema/roster.schema.json").read_text("utf-8")
+
+
+@lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    return json.loads(resources.files("reconciler").joinpath("schema/roster.schema.json").read_text("utf-8"))
+    return json.loads(schema_text())
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ from .errors import ConfigError, CredentialError, ModelError, Problem, StalePlan
 from .litellm import LiteLLMClient, version_warning
 from .live import LiveKey
 from .plan import Options, Plan, diff
+from .ports import Lock
 from .records import read_records
 from .redact import REDACT
 from .roster import Roster
@@ -269,7 +270,7 @@ class Session:
         raise CredentialError(f"apply needs the proxy's master key, but LITELLM_MASTER_KEY holds {what}; nothing "
                               f"was changed.{hint}")
 
-    def lock(self) -> Any:
+    def lock(self) -> Lock:
         """One apply per proxy: a Lease where the roster uses Kubernetes, else a local lock file."""
         from .lock import FileLock, default_holder, lock_path
 

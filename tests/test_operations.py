@@ -135,6 +135,9 @@ def test_import_writes_a_roster_that_adopts_in_place(workspace, sandbox, people)
                json={"key_alias": "ci-bot"})
     imported = workspace.run("import", "--proxy-url", sandbox.url, "--out", "roster.yaml")
     assert imported.rc == 0 and "imported 2 developer(s)" in imported.stderr
+    # Its $schema reference works outside this repository: the schema is written beside it.
+    assert workspace.roster.read_text().startswith("# yaml-language-server: $schema=roster.schema.json\n")
+    assert (workspace.root / "roster.schema.json").read_text() == workspace.run("schema").stdout
     doc = yaml.safe_load(workspace.roster.read_text())
     assert [(d["name"], d["models"], d["max_budget"]) for d in doc["developers"]] == [
         ("jane", ["claude-3-opus-20240229"], 5), ("john", ["claude-sonnet-4-5-20250929"], 5)]

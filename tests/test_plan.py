@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from reconciler.catalog import ModelCatalog
 from reconciler.live import LiveKey, managed_metadata, user_id_for
 from reconciler.plan import (
     Adopt,
     Create,
-    Delete,
     Options,
-    RemoveFile,
     Rotate,
     Update,
     diff,
     file_document_fields,
 )
 from reconciler.records import KeyFile, Records
-from reconciler.roster import RETIRING_SUFFIX, Limits, parse_roster
+from reconciler.roster import RETIRING_SUFFIX, parse_roster
 from reconciler.timeutil import iso
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
@@ -239,141 +233,6 @@ def test_checksum_ignores_time_but_not_content():
     r = roster(dev("jane"))
     assert plan_of(r, [], {}).checksum == plan_of(r, [], {}, now=NOW + timedelta(hours=1)).checksum
     assert plan_of(r, [], {}).checksum != plan_of(roster(dev("jane", "[m3]")), [], {}).checksum
-
-
-# ---------------------------------------------------------------- property: applying any plan converges
-
-
-def simulate(r, live: list[LiveKey], files: dict[str, KeyFile], plan, now) -> tuple[list[LiveKey], dict, dict]:
-    """What apply does, on values: the model the real Applier is held to by the end-to-end tests."""
-    keys = {k.token: k for k in live}
-    files = dict(files)
-    adopted: dict[str, str] = {}
-    counter = [0]
-
-    def issue(want):
-        counter[0] += 1
-        token = tok(f"new-{want.name}-{counter[0]}")
-        keys[token] = LiveKey(token, want.alias, want.models, want.user_id, managed_metadata(want.name), want.blocked,
-                              want.expires, now, want.limits, created_by="default_user_id")
-        fields = {**file_document_fields(want, URL), "token_sha256": token}
-        files[want.name] = KeyFile(want.name, Path(f"keys/{want.name}"), token, frozenset(want.recipients), fields)
-
-    for c in plan.changes:
-        if isinstance(c, Create):
-            issue(c.desired)
-        elif isinstance(c, Rotate):
-            for t in c.drop:
-                keys.pop(t, None)
-            if c.retire_at is None:
-                keys.pop(c.old.token)
-            else:
-                keys[c.old.token] = dataclasses.replace(
-                    c.old, alias=c.desired.alias + RETIRING_SUFFIX, expires=c.retire_at, user_id=c.desired.user_id,
-                    metadata=managed_metadata(c.name, c.old.metadata if c.old.managed else {},
-                                              retire_at=iso(c.retire_at)))
-            issue(c.desired)
-        elif isinstance(c, Adopt):
-            w = c.desired
-            adopted[c.name] = c.key.token
-            keys[c.key.token] = dataclasses.replace(c.key, alias=w.alias, models=w.models, user_id=w.user_id,
-                                                    metadata=managed_metadata(w.name, delivery="external"),
-                                                    expires=w.expires, limits=w.limits, blocked=w.blocked)
-        elif isinstance(c, Update):  # as the Applier does: exactly the fields the plan lists
-            w, changed = c.desired, {name for name, _, _ in c.fields}
-            limits = {name: getattr(w.limits, name) for name in changed if hasattr(w.limits, name)}
-            keys[c.key.token] = dataclasses.replace(
-                c.key, alias=w.alias if "key_alias" in changed else c.key.alias,
-                models=w.models if "models" in changed else c.key.models,
-                user_id=w.user_id if "user_id" in changed else c.key.user_id,
-                expires=w.expires if "expires" in changed else c.key.expires,
-                blocked=w.blocked if "blocked" in changed else c.key.blocked,
-                limits=dataclasses.replace(c.key.limits, **limits))
-            if c.file_fields:
-                f = files[c.name]
-                files[c.name] = dataclasses.replace(f, fields={**f.fields, **file_document_fields(w, URL)})
-        elif isinstance(c, Delete):
-            keys.pop(c.key.token)
-            if c.remove_file:
-                files.pop(c.name, None)
-        elif isinstance(c, RemoveFile):
-            files.pop(c.name, None)
-    return list(keys.values()), files, adopted
-
-
-NAMES = ["ann", "bob", "cy", "dee"]
-MODELS = ["m1", "m2", "m3"]
-
-
-@st.composite
-def scenarios(draw):
-    devs = draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=4))
-    text = ""
-    for name in devs:
-        models = draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=3, unique=True))
-        extra = ""
-        if draw(st.booleans()):
-            extra += f"    rpm_limit: {draw(st.integers(1, 3))}\n"
-        if draw(st.booleans()):
-            extra += f"    expires: {iso(NOW + timedelta(days=draw(st.integers(-3, 3))))}\n"
-        if draw(st.booleans()):
-            extra += "    disabled: true\n"
-        if draw(st.booleans()):
-            extra += f"    rotate: {iso(NOW - timedelta(days=draw(st.integers(0, 5))))}\n"
-        text += dev(name, "[" + ", ".join(models) + "]", extra, recipient=draw(st.sampled_from([A, B])))
-    keys = f"  rotate_after: {draw(st.sampled_from(['0', '3d']))}\n  grace: {draw(st.sampled_from(['0', '1d']))}\n"
-    if draw(st.booleans()):
-        keys += "  adopt_unmanaged: true\n"
-    r = parse_roster(f"version: 1\nkeys:\n  alias: cc-{{name}}\n  admin_recipients: [{ADMIN}]\n{keys}"
-                     f"developers:\n{text}" if text else
-                     f"version: 1\nkeys:\n  alias: cc-{{name}}\n  admin_recipients: [{ADMIN}]\n{keys}developers: []\n")
-    live, files = [], {}
-    for i, name in enumerate(draw(st.lists(st.sampled_from(NAMES + ["old"]), max_size=6))):
-        kind = draw(st.sampled_from(["managed", "retiring", "handmade", "other"]))
-        created = NOW - timedelta(days=draw(st.integers(0, 6)))
-        models = tuple(draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=2, unique=True)))
-        token = tok(f"{name}-{i}")
-        taken = {k.alias for k in live}  # LiteLLM keeps aliases unique
-        if kind == "managed" and f"cc-{name}" not in taken:
-            live.append(key(name, token=token, models=models, created=created,
-                            limits=Limits(rpm_limit=draw(st.sampled_from([None, 1, 2])))))
-        elif kind == "retiring" and f"cc-{name}{RETIRING_SUFFIX}" not in taken:
-            live.append(key(name, token=token, alias=f"cc-{name}{RETIRING_SUFFIX}",
-                            retire_at=iso(NOW + timedelta(hours=draw(st.integers(-30, 30)))), created=created))
-        elif kind == "handmade" and f"cc-{name}" not in taken:
-            live.append(key(name, token=token, managed=False, created=created))
-        elif kind == "other":
-            live.append(key(name, token=token, managed=False, alias=f"bot-{i}"))
-        if draw(st.booleans()):
-            files[name] = KeyFile(name, Path(f"keys/{name}"), draw(st.sampled_from([token, tok("stray")])),
-                                  frozenset(draw(st.sampled_from([(A, ADMIN), (B, ADMIN)]))), {"developer": name})
-    return r, live, files
-
-
-def test_two_key_files_sharing_a_hash_converge():
-    """Found by the property below (before key files stopped being registered): jane's and john's files both name
-    jane's live key; john has none. John gets a fresh key over his file, jane keeps hers, and the plan empties."""
-    r = roster(dev("jane") + dev("john"))
-    live = [key("jane")]
-    files = {"jane": file_for(r, "jane"), "john": file_for(r, "john", token=tok("jane"))}
-    plan = plan_of(r, live, files)
-    assert kinds(plan) == [("create", "john")]
-    after_live, after_files, adopted = simulate(r, live, files, plan, NOW)
-    assert plan_of(r, after_live, after_files, adopted=adopted).empty
-
-
-@settings(max_examples=300, deadline=None)
-@given(scenarios())
-def test_any_plan_applied_converges(scenario):
-    r, live, files = scenario
-    plan = plan_of(r, live, files)
-    after_live, after_files, adopted = simulate(r, live, files, plan, NOW)
-    again = plan_of(r, after_live, after_files, adopted=adopted)
-    assert again.empty, [c.data for c in again.actions]
-    untouched = {k.token for k in live if not k.managed and not (k.alias or "").startswith("cc-")}
-    assert untouched <= {k.token for k in after_live}  # keys the tool does not manage are never removed
-    by_alias = [k.alias for k in after_live if k.alias]
-    assert len(by_alias) == len(set(by_alias))  # aliases stay unique
 
 
 def test_alias_pairs_from_litellms_recorded_model_info():
