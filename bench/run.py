@@ -43,8 +43,9 @@ ADMIN = "age1q3p0j8wz8s55vv2px960jm4cmrlvkatz6dg86t5qul4nmfwcxf2sfwcuxz"
 
 @contextlib.contextmanager
 def sandbox():
-    proc = subprocess.Popen([str(BIN / "reconcile"), "sandbox", "--port", "0", "--master-key", MASTER],
-                            stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "sandbox")}
+    proc = subprocess.Popen([sys.executable, "-m", "litellm_roster_sandbox", "--port", "0", "--master-key", MASTER],
+                            stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     url = line.split()[3]
     try:

@@ -5,13 +5,15 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${VENV:-$repo/.venv}"
 [ -x "$venv/bin/reconcile" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q -e "$repo"; }
+# The sandbox is a distribution of its own (the tool itself ships none of it).
+[ -x "$venv/bin/litellm-roster-sandbox" ] || "$venv/bin/pip" install -q -e "$repo/sandbox"
 PATH="$venv/bin:$PATH"
 
 work="$(mktemp -d)"
 cp "$repo/roster.yaml" "$work/"
 export LITELLM_MASTER_KEY="sk-sandbox-master-key"   # the sandbox's; a real one comes from your secret store
 
-reconcile sandbox --port 0 > "$work/sandbox.log" 2>&1 &
+litellm-roster-sandbox --port 0 > "$work/sandbox.log" 2>&1 &
 sandbox=$!
 trap 'kill $sandbox 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 50); do grep -q listening "$work/sandbox.log" 2>/dev/null && break; sleep 0.1; done

@@ -257,21 +257,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox.server import Fault, load_models, start_sandbox
-
-    models = load_models(args.models)
-    master = args.master_key or os.environ.get("LITELLM_MASTER_KEY") or "sk-sandbox-master-key"
-    faults = [Fault.parse(spec) for spec in args.fault or []]
-    sandbox = start_sandbox(args.port, master, models, host=args.host, faults=faults)
-    out(f"sandbox listening on {sandbox.url} ({len(models)} models); Ctrl-C stops it\n")
-    try:
-        sandbox.thread.join()
-    except KeyboardInterrupt:
-        sandbox.stop()
-    return 0
-
-
 # ---------------------------------------------------------------- parser
 
 
@@ -378,15 +363,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("lock_id", metavar="ID", help="the lock's id, as the refused apply printed it")
     p.set_defaults(func=cmd_force_unlock)
 
-    p = command("sandbox", "serve a LiteLLM-compatible key API in memory, for trying a roster")
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=4000, help="the port (default 4000; 0 picks a free one)")
-    p.add_argument("--master-key", help="default: LITELLM_MASTER_KEY, else sk-sandbox-master-key")
-    p.add_argument("--models", help="a LiteLLM config (model_list) to serve; default: a few Claude models")
-    p.add_argument("--fault", action="append", metavar="SPEC",
-                   help="inject faults, e.g. 'POST /key/generate=503@0.3', '*=reset-after@0.1', "
-                        "'GET /key/list=delay:2@1', 'GET /key/list=429:1@0.5' (Retry-After 1)")
-    p.set_defaults(func=cmd_sandbox)
     return parser
 
 

@@ -11,8 +11,8 @@ import pytest
 from helpers import MASTER, NAMES, Person, Workspace, scan_for_secrets
 from litellm_app import serve_litellm_app
 
+from litellm_roster_sandbox import start_sandbox
 from reconciler.delivery import Sops
-from reconciler.sandbox import start_sandbox
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from litellm_roster_sandbox import Fault, start_sandbox
 from reconciler.records import read_key_files
-from reconciler.sandbox import Fault, start_sandbox
 from reconciler.timeutil import iso, utcnow
 
 NAMES = ("ann", "bob", "cy")

@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_plan import ADMIN, CATALOG, NOW, A, B, dev, key, tok
 
+from litellm_roster_sandbox import start_sandbox
 from reconciler.apply import Applier
 from reconciler.litellm import LiteLLMClient
 from reconciler.live import LiveKey
 from reconciler.plan import diff
 from reconciler.records import KeyFile, read_records
 from reconciler.roster import RETIRING_SUFFIX, Limits, parse_roster
-from reconciler.sandbox import start_sandbox
 from reconciler.timeutil import iso, utcnow
 
 MASTER = "sk-property-master-key-0001"

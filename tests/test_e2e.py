@@ -159,7 +159,7 @@ def test_reviewed_plan_must_match(workspace, sandbox):
 def test_proxy_headers_from_roster_and_environment(tmp_path, people):
     from helpers import Workspace
 
-    from reconciler.sandbox import start_sandbox
+    from litellm_roster_sandbox import start_sandbox
 
     token = "ingress-token-value-7f3a"
     with start_sandbox(master_key="sk-test-master-key-0123456789", required_headers={"X-Ingress-Auth": token}) as sb:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from helpers import MASTER, Workspace, managed_keys, raw_server
 
-from reconciler.sandbox import Fault, start_sandbox
+from litellm_roster_sandbox import Fault, start_sandbox
 
 
 def test_unreachable_proxy(workspace, sandbox):

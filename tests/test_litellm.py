@@ -8,9 +8,9 @@ import socket
 import pytest
 from helpers import MASTER, raw_server
 
+from litellm_roster_sandbox import Fault, start_sandbox
 from reconciler.errors import AuthError, ProxyError
 from reconciler.litellm import LiteLLMClient
-from reconciler.sandbox import Fault, start_sandbox
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import httpx
 import yaml
 from helpers import MASTER, RECONCILE, Workspace, check_invariant, managed_keys
 
+from litellm_roster_sandbox import Fault
 from reconciler.lock import FileLock, lock_path
-from reconciler.sandbox import Fault
 
 NAMES = ["jane", "john", "priya", "ada", "omar"]
 

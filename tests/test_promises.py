@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -212,7 +213,7 @@ def test_audit_records_the_new_keys(workspace, sandbox):
 
 
 def test_an_interrupted_apply_reports_what_it_did(workspace, sandbox):
-    from reconciler.sandbox import Fault
+    from litellm_roster_sandbox import Fault
 
     team = [{"name": f"dev{i:02d}"} for i in range(30)]
     for d in team:
@@ -283,12 +284,15 @@ def test_refreshing_a_key_file_changes_only_its_changed_lines(workspace, sandbox
 
 
 def test_sandbox_errors_are_one_line_and_spend_can_be_simulated(tmp_path, workspace, sandbox):
+    import sys
+    from pathlib import Path
+
     port = sandbox.url.rsplit(":", 1)[1]
-    env = {**os.environ, "LITELLM_MASTER_KEY": MASTER}
-    taken = subprocess.run([RECONCILE, "sandbox", "--port", port], capture_output=True, text=True, env=env,
-                           timeout=30)
+    env = {**os.environ, "LITELLM_MASTER_KEY": MASTER, "PYTHONPATH": str(Path(__file__).parent.parent / "sandbox")}
+    serve = [sys.executable, "-m", "litellm_roster_sandbox"]
+    taken = subprocess.run([*serve, "--port", port], capture_output=True, text=True, env=env, timeout=30)
     assert taken.returncode == 1 and taken.stderr == f"error: cannot listen on 127.0.0.1:{port}: address in use\n"
-    missing = subprocess.run([RECONCILE, "sandbox", "--port", "0", "--models", str(tmp_path / "nope.yaml")],
+    missing = subprocess.run([*serve, "--port", "0", "--models", str(tmp_path / "nope.yaml")],
                              capture_output=True, text=True, env=env, timeout=30)
     assert missing.returncode == 1 and missing.stderr.startswith("error: --models ")
     assert "Traceback" not in missing.stderr
@@ -304,6 +308,21 @@ def test_sandbox_errors_are_one_line_and_spend_can_be_simulated(tmp_path, worksp
 
 
 # ---------------------------------------------------------------- 12. help
+
+
+def test_the_tool_ships_no_sandbox():
+    """`import reconciler.cli` (and the CLI's every command) loads nothing of the sandbox, the package holds none
+    of it, and the image's build copies only reconciler/."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    code = "import sys, reconciler.cli; print(sorted(m for m in sys.modules if 'sandbox' in m))"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": ""})
+    assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+    assert not (root / "reconciler" / "sandbox").exists()
+    copies = [line for line in (root / "deploy" / "Dockerfile").read_text().splitlines() if line.startswith("COPY")]
+    assert copies == ["COPY pyproject.toml README.md ./", "COPY reconciler ./reconciler"]
 
 
 def test_every_flag_and_subcommand_has_help():

@@ -11,9 +11,9 @@ import httpx
 import jsonschema
 import pytest
 
-from reconciler.sandbox import start_sandbox
-from reconciler.sandbox.server import load_models
-from reconciler.sandbox.store import hash_token
+from litellm_roster_sandbox import start_sandbox
+from litellm_roster_sandbox.server import load_models
+from litellm_roster_sandbox.store import hash_token
 
 DATA = Path(__file__).parent / "data" / "litellm"
 OPENAPI = json.loads((DATA / "openapi-keys.json").read_text())

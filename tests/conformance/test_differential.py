@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from helpers import MASTER
 
-from reconciler.sandbox import start_sandbox
-from reconciler.sandbox.server import load_models
+from litellm_roster_sandbox import start_sandbox
+from litellm_roster_sandbox.server import load_models
 
 MODELS = Path(__file__).parent.parent / "data" / "litellm" / "proxy-config.yaml"
 

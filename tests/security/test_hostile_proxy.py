@@ -15,7 +15,7 @@ import pytest
 from helpers import RECONCILE, SOPS, Workspace
 from hostile import HostileProxy
 
-from reconciler.sandbox import start_sandbox
+from litellm_roster_sandbox import start_sandbox
 
 MASTER = "MasterSecret-correct-horse-battery-42"  # not sk-shaped
 MAX_RSS_KB = 200 * 1024

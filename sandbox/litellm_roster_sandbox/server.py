@@ -25,27 +25,30 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from ..errors import ConfigError
 from .store import KeyStore, Response, error
 
 DEFAULT_MASTER_KEY = "sk-sandbox-master-key"
+
+
+class SandboxError(Exception):
+    """A one-line reason the sandbox cannot start (a taken port, an unreadable --models)."""
 
 
 def load_models(path: str | Path | None = None) -> list[dict[str, Any]]:
     """A LiteLLM config's model_list (a whole proxy config is accepted too). ConfigError, one line, if it is not."""
     try:
         text = Path(path).read_text("utf-8") if path else \
-            resources.files("reconciler.sandbox").joinpath("models.yaml").read_text("utf-8")
+            resources.files("litellm_roster_sandbox").joinpath("models.yaml").read_text("utf-8")
         data = yaml.safe_load(text) or {}
     except OSError as exc:
-        raise ConfigError(f"--models {path}: cannot read it ({exc.strerror or exc})") from None
+        raise SandboxError(f"--models {path}: cannot read it ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"--models {path}: not YAML{where}; give a LiteLLM config with a model_list") from None
+        raise SandboxError(f"--models {path}: not YAML{where}; give a LiteLLM config with a model_list") from None
     models = data.get("model_list") if isinstance(data, dict) else data
     if not isinstance(models, list) or not all(isinstance(m, dict) and "model_name" in m for m in models):
-        raise ConfigError(f"--models {path}: expected a LiteLLM config whose model_list entries have model_name")
+        raise SandboxError(f"--models {path}: expected a LiteLLM config whose model_list entries have model_name")
     return models
 
 
@@ -298,7 +301,7 @@ def start_sandbox(port: int = 0, master_key: str = DEFAULT_MASTER_KEY, models: l
         server = _Server((host, port), store)
     except OSError as exc:
         why = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
+        raise SandboxError(f"cannot listen on {host}:{port}: {why}") from None
     if tls is not None:
         import ssl
 
