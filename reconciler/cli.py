@@ -1,27 +1,26 @@
-"""The `reconcile` command: the only module that prints or exits.
+"""The `reconcile` command: parse (arguments.py), call the service layer (session.py), render, exit. The only
+module that prints or exits, and everything it prints goes through the redaction layer.
 
-stdout carries the plan, JSON or results; stderr carries logs and errors. Exit codes: 0 success (plan: no changes),
-1 error, 2 changes present (plan --detailed-exitcode), 3 stale reviewed plan, 4 stopped by a brake.
+stdout carries the plan, JSON or results; stderr carries logs and errors. The exit codes are in arguments.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from . import __version__
+from .arguments import build_parser
 from .errors import ConfigError, ReconcileError
 from .redact import REDACT
 from .roster import load_roster
-from .session import Session, Settings, check_reviewed, options_for
+from .session import Session, Settings, options_for
 
 log = logging.getLogger("reconciler")
 _print_lock = threading.Lock()
@@ -107,56 +106,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from .apply import Applier
-    from .audit import AuditLog
     from .delivery import Sops
     from .render import render
     from .safety import Brakes
 
     sops = Sops()  # a missing or old sops is an error before anything is asked of the proxy
-    with _session(args, admin=True) as session:
-        session.require_admin()
-        lock = session.lock()
-        lock.acquire(args.lock_timeout)
-        try:
-            plan = session.plan(_options(args, session.roster))
-            check_reviewed(plan, args.roster, reviewed_file=args.plan, checksum=args.checksum)
-            out(render(plan, "text", roster=args.roster, proxy_url=session.proxy_url))
-            if plan.empty:
-                return _unresolved(plan)
-            Brakes.for_roster(session.roster, max_share=args.max_share, max_count=args.max_count).check(
-                plan, force=args.force)
-            audit = AuditLog(Path(args.audit_log) if args.audit_log else
-                             Path(session.roster.path).parent / "audit.jsonl", checksum=plan.checksum,
-                             proxy_url=session.proxy_url, actor=session.settings.actor)
-
-            def finished(outcome: Any) -> None:  # audited and printed as each change finishes
-                audit(outcome)
-                state = "ok" if outcome.ok else "FAILED"
-                out(f"{state:>6}  {outcome.change.symbol:<3} {outcome.change.name}: {outcome.change.kind}"
-                    + (f": {outcome.message}" if outcome.message else "") + "\n")
-
-            applier = Applier(session.roster, session.client, sops, proxy_url=session.proxy_url,
-                              clock=session.clock, hooks=_crash_hook(), on_outcome=finished)
-            with _interruptible(applier.stop) as caught:
-                outcomes = applier.run(plan)
-        finally:
-            lock.release()
-    failed = [o for o in outcomes if not o.ok]
-    counts = f"{len(outcomes) - len(failed)} done, {len(failed)} failed"
-    if caught:
-        out(f"Apply interrupted: {counts}, {applier.not_started} not started.\n")
-        return 128 + caught[0]
-    out(f"Apply {'finished with failures' if failed else 'complete'}: {counts}.\n")
-    return max(1 if failed else 0, _unresolved(plan))
-
-
-def _unresolved(plan: Any) -> int:
-    conflicts = [c.name for c in plan.changes if c.kind == "conflict"]
-    if not conflicts:
-        return 0
-    out(f"{len(conflicts)} conflict(s) left unresolved: {', '.join(conflicts)}\n")
-    return 1
+    stop = threading.Event()
+    with _session(args, admin=True) as session, _interruptible(stop) as caught:
+        brakes = Brakes.for_roster(session.roster, max_share=args.max_share, max_count=args.max_count)
+        result = session.apply(
+            _options(args, session.roster), sops, lock_timeout=args.lock_timeout, reviewed_file=args.plan,
+            checksum=args.checksum, brakes=brakes, force=args.force,
+            audit_path=Path(args.audit_log) if args.audit_log else None, stop=stop,
+            on_plan=lambda plan: out(render(plan, "text", roster=args.roster, proxy_url=session.proxy_url)),
+            on_outcome=lambda o: out(f"{'ok' if o.ok else 'FAILED':>6}  {o.change.symbol:<3} {o.change.name}: "
+                                     f"{o.change.kind}" + (f": {o.message}" if o.message else "") + "\n"))
+    if result.outcomes or result.not_started:
+        counts = f"{len(result.outcomes) - len(result.failed)} done, {len(result.failed)} failed"
+        if caught:
+            out(f"Apply interrupted: {counts}, {result.not_started} not started.\n")
+            return 128 + caught[0]
+        out(f"Apply {'finished with failures' if result.failed else 'complete'}: {counts}.\n")
+    if result.conflicts:
+        out(f"{len(result.conflicts)} conflict(s) left unresolved: {', '.join(result.conflicts)}\n")
+    return 1 if result.failed or result.conflicts else 0
 
 
 @contextmanager
@@ -179,40 +152,19 @@ def _interruptible(stop: threading.Event) -> Iterator[list[int]]:
 
 
 def cmd_force_unlock(args: argparse.Namespace) -> int:
-    roster = load_roster(args.roster)
-    if roster.kubernetes is not None:
-        with _session(args, roster=roster) as session:
-            released = session.lock().force_unlock(args.lock_id)
-    else:
-        from .addresses import normalize_url
-        from .lock import FileLock, lock_path
+    from .session import force_unlock
 
-        url = _settings(args).proxy_url
-        if url is None:
-            raise ConfigError("no proxy URL: pass --proxy-url or set LITELLM_PROXY_URL")
-        released = FileLock(lock_path(normalize_url(url))).force_unlock(args.lock_id)
+    released = force_unlock(load_roster(args.roster), _settings(args), args.lock_id)
     out(f"removed lock {released.id} held by {released.holder}\n")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .addresses import normalize_url
-    from .bootstrap import SCHEMA_FILE, import_roster
-    from .live import LiveKey
+    from .bootstrap import SCHEMA_FILE
     from .roster import schema_text
+    from .session import import_roster_text
 
-    settings = _settings(args)
-    if not settings.proxy_url:
-        raise ConfigError("no proxy URL: set LITELLM_PROXY_URL or pass --proxy-url")
-    credential = settings.viewer_key or settings.master_key
-    if not credential:
-        raise ConfigError("LITELLM_MASTER_KEY (or a read-only LITELLM_VIEWER_KEY) is not set")
-    from .litellm import LiteLLMClient
-
-    with LiteLLMClient(settings.proxy_url, credential, actor=settings.actor, verify=settings.ca_bundle or True,
-                       timeout=settings.timeout) as client:
-        live = [LiveKey.from_api(obj) for obj in client.list_keys()]
-    text, count = import_roster(live, args.alias, normalize_url(settings.proxy_url))
+    text, count = import_roster_text(_settings(args), args.alias)
     if args.out == "-":
         out(text)
         err(f"its $schema line names {SCHEMA_FILE}: reconcile schema > {SCHEMA_FILE} beside it\n")
@@ -221,31 +173,17 @@ def cmd_import(args: argparse.Namespace) -> int:
         if target.exists() and not args.overwrite:
             raise ConfigError(f"{target} exists; pass --overwrite, or --out another path")
         target.write_text(REDACT(text), "utf-8")
-        schema_file = target.parent / SCHEMA_FILE
-        if not schema_file.exists():  # the $schema reference must work wherever the roster lives
-            schema_file.write_text(schema_text(), "utf-8")
+        if not (target.parent / SCHEMA_FILE).exists():  # the $schema reference must work wherever the roster lives
+            (target.parent / SCHEMA_FILE).write_text(schema_text(), "utf-8")
     err(f"imported {count} developer(s) from keys whose alias matches {args.alias}\n")
     return 0
 
 
-def _crash_hook() -> Callable[[str, str], None] | None:
-    """RECONCILE_CRASH_AT=step:name kills this process with SIGKILL at that step: for the crash-safety tests."""
-    spec = os.environ.get("RECONCILE_CRASH_AT")
-    if not spec:
-        return None
-    def hook(step: str, name: str) -> None:
-        if spec in (step, f"{step}:{name}"):
-            os.kill(os.getpid(), signal.SIGKILL)
-    return hook
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from .records import read_records
-    from .status import render_status, status_rows
+    from .status import render_status
 
     with _session(args) as session:
-        live = session.live_keys()
-        rows = status_rows(session.roster, live, read_records(session.roster.delivery_path), session.clock())
+        rows = session.status_rows()
     out(render_status(rows, args.format))
     return 0
 
@@ -260,110 +198,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
-EXIT_CODES = """exit codes:
-  0  success (plan: no changes)
-  1  error: bad roster or command line, unknown model, proxy refused or unreachable, lock held, a change failed,
-     conflicts left unresolved
-  2  plan --detailed-exitcode: there are changes or conflicts
-  3  apply --plan/--checksum: the reviewed plan is stale
-  4  apply: stopped by a brake or a high-risk change; nothing was changed
-  130/143  apply interrupted (SIGINT/SIGTERM): finished changes are reported, the rest not started"""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error, which plan --detailed-exitcode means as "there are changes": 1 instead."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(1, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="reconcile", description="Make a LiteLLM proxy's virtual keys match roster.yaml, "
-                                                   "delivering each key with SOPS.", epilog=EXIT_CODES,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
-                        help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=EXIT_CODES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("-v", "--verbose", action="count", default=0, help="log progress to stderr (-vv: debug)")
-        return p
-
-    def proxy(p: argparse.ArgumentParser, *, roster: bool = True) -> None:
-        if roster:
-            p.add_argument("--roster", default="roster.yaml", help="the roster file (default: roster.yaml)")
-        p.add_argument("--proxy-url", help="the proxy (beats LITELLM_PROXY_URL; the roster's proxy.url must match)")
-        p.add_argument("--ca-bundle", metavar="FILE", help="a CA bundle to verify the proxy's TLS certificate with")
-        p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 15)")
-        if roster:
-            p.add_argument("--kube-context", help="kubeconfig context (beats proxy.kubernetes.context)")
-            p.add_argument("--kube-target", metavar="NAMESPACE[/SERVICE]",
-                           help="confirm the roster's proxy.kubernetes (beats LITELLM_PROXY_KUBE)")
-
-    def selection(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--only", nargs="+", metavar="NAME", help="limit to these developers")
-        p.add_argument("--no-delete", action="store_true", help="never delete keys or key files")
-        p.add_argument("--adopt", nargs="+", metavar="NAME", help="take over these hand-made keys in place")
-        p.add_argument("--replace", nargs="+", metavar="NAME", help="rotate these hand-made keys into delivered ones")
-
-    def output(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
-                       help="text for a terminal, markdown for a pull-request comment, json for machines")
-
-    p = command("validate", "check the roster (and its models against the proxy)")
-    proxy(p)
-    p.add_argument("--offline", action="store_true", help="check the roster file only; no proxy needed")
-    p.set_defaults(func=cmd_validate)
-
-    p = command("plan", "show what apply would change")
-    proxy(p)
-    selection(p)
-    output(p)
-    p.add_argument("--out", metavar="PLAN_JSON", help="also write the plan as JSON, for apply --plan")
-    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes or conflicts")
-    p.set_defaults(func=cmd_plan)
-
-    p = command("apply", "make the proxy match the roster and deliver new keys")
-    proxy(p)
-    selection(p)
-    p.add_argument("--plan", metavar="PLAN_JSON", help="apply only if the fresh plan is this reviewed one")
-    p.add_argument("--checksum", metavar="HEX", help="apply only if the fresh plan has this checksum")
-    p.add_argument("--force", action="store_true", help="apply past the brakes and the high-risk checks")
-    p.add_argument("--max-share", type=float, metavar="FRACTION",
-                   help="brake: most deletes, rotations or updates as a share of managed keys, above 10 keys "
-                        "(default: keys.brakes.max_share, else 0.30)")
-    p.add_argument("--max-count", type=int, metavar="N",
-                   help="brake: most deletes, rotations or updates in one apply (default: keys.brakes.max_count)")
-    p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
-                   help="wait this long for another apply to finish (default: fail at once)")
-    p.add_argument("--audit-log", metavar="PATH", help="append the audit trail here (default: audit.jsonl beside "
-                                                       "the roster)")
-    p.set_defaults(func=cmd_apply)
-
-    p = command("status", "who has access to what, and what will change next")
-    proxy(p)
-    output(p)
-    p.set_defaults(func=cmd_status)
-
-    p = command("import", "write a starting roster from the keys already on a proxy")
-    proxy(p, roster=False)
-    p.add_argument("--alias", default="claude-code-{name}", help="the alias template the keys follow")
-    p.add_argument("--out", default="-", help="where to write the roster (default: stdout)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=cmd_import)
-
-    p = command("schema", "print the roster's JSON Schema (for editors and CI checks)")
-    p.set_defaults(func=cmd_schema)
-
-    p = command("force-unlock", "remove a dead apply's lock")
-    proxy(p)
-    p.add_argument("lock_id", metavar="ID", help="the lock's id, as the refused apply printed it")
-    p.set_defaults(func=cmd_force_unlock)
-
-    return parser
+    return build_parser({"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "status": cmd_status,
+                         "import": cmd_import, "schema": cmd_schema, "force-unlock": cmd_force_unlock})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,13 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .addresses import normalize_url
 from .catalog import ModelCatalog
@@ -25,11 +27,15 @@ from .errors import ConfigError, CredentialError, ModelError, Problem, StalePlan
 from .litellm import LiteLLMClient, version_warning
 from .live import LiveKey
 from .plan import Options, Plan, diff
-from .ports import Lock
+from .ports import Lock, Sealer
 from .records import read_records
 from .redact import REDACT
 from .roster import Roster
+from .safety import Brakes
 from .timeutil import parse_instant, utcnow
+
+if TYPE_CHECKING:
+    from .apply import Outcome
 
 
 @dataclass(frozen=True)
@@ -283,3 +289,99 @@ class Session:
         # Named for the Service (or URL), not the local port-forward address, which changes every run.
         target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
         return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", holder)
+
+    def status_rows(self) -> list[Any]:
+        from .status import status_rows
+
+        return status_rows(self.roster, self.live_keys(), read_records(self.roster.delivery_path), self.clock())
+
+    def apply(self, options: Options, sealer: Sealer, *, lock_timeout: float = 0.0, reviewed_file: str | None = None,
+              checksum: str | None = None, brakes: Brakes | None = None, force: bool = False,
+              audit_path: Path | None = None, on_plan: Callable[[Plan], None] = lambda plan: None,
+              on_outcome: Callable[[Outcome], None] = lambda outcome: None,
+              stop: threading.Event | None = None) -> ApplyResult:
+        """The whole apply: the credential proven, the lock held, a fresh plan checked against the reviewed one and
+        the brakes, then carried out with each finished change audited (and passed to on_outcome)."""
+        from .apply import Applier
+        from .audit import AuditLog
+
+        self.require_admin()
+        lock = self.lock()
+        lock.acquire(lock_timeout)
+        try:
+            plan = self.plan(options)
+            check_reviewed(plan, self.roster.path, reviewed_file=reviewed_file, checksum=checksum)
+            on_plan(plan)
+            if plan.empty:
+                return ApplyResult(plan, [], 0)
+            (brakes or Brakes.for_roster(self.roster)).check(plan, force=force)
+            audit = AuditLog(audit_path or Path(self.roster.path).parent / "audit.jsonl", checksum=plan.checksum,
+                             proxy_url=self.proxy_url, actor=self.settings.actor)
+
+            def finished(outcome: Outcome) -> None:
+                audit(outcome)
+                on_outcome(outcome)
+
+            applier = Applier(self.roster, self.client, sealer, proxy_url=self.proxy_url, clock=self.clock,
+                              hooks=crash_seam(), on_outcome=finished)
+            if stop is not None:
+                applier.stop = stop
+            outcomes = applier.run(plan)
+            return ApplyResult(plan, outcomes, applier.not_started)
+        finally:
+            lock.release()
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    outcomes: list[Outcome]
+    not_started: int
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def conflicts(self) -> list[str]:
+        return [c.name for c in self.plan.changes if c.kind == "conflict"]
+
+
+def crash_seam() -> Callable[[str, str], None] | None:
+    """The crash-safety tests' seam: RECONCILE_CRASH_AT=step[:name] kills this process with SIGKILL at that step
+    boundary of a create or rotation (docs/design.md). Unset, it is no hook at all."""
+    spec = os.environ.get("RECONCILE_CRASH_AT")
+    if not spec:
+        return None
+
+    def hook(step: str, name: str) -> None:
+        if spec in (step, f"{step}:{name}"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return hook
+
+
+def force_unlock(roster: Roster, settings: Settings, lock_id: str) -> Any:
+    """Clear a dead apply's lock by its id: the Lease where the roster uses Kubernetes, else the local file."""
+    if roster.kubernetes is not None:
+        with Session.open(roster, settings, admin=False) as session:
+            return session.lock().force_unlock(lock_id)
+    from .lock import FileLock, lock_path
+
+    if not settings.proxy_url:
+        raise ConfigError("no proxy URL: pass --proxy-url or set LITELLM_PROXY_URL")
+    return FileLock(lock_path(normalize_url(settings.proxy_url))).force_unlock(lock_id)
+
+
+def import_roster_text(settings: Settings, alias: str) -> tuple[str, int]:
+    """A starting roster from the keys on the operator's proxy (reconcile import), and how many developers."""
+    from .bootstrap import import_roster
+
+    if not settings.proxy_url:
+        raise ConfigError("no proxy URL: set LITELLM_PROXY_URL or pass --proxy-url")
+    credential = settings.viewer_key or settings.master_key
+    if not credential:
+        raise ConfigError("LITELLM_MASTER_KEY (or a read-only LITELLM_VIEWER_KEY) is not set")
+    with LiteLLMClient(settings.proxy_url, credential, actor=settings.actor, verify=settings.ca_bundle or True,
+                       timeout=settings.timeout) as client:
+        live = [LiveKey.from_api(obj) for obj in client.list_keys()]
+    return import_roster(live, alias, normalize_url(settings.proxy_url))

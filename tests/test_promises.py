@@ -316,13 +316,16 @@ def test_the_tool_ships_no_sandbox():
     from pathlib import Path
 
     root = Path(__file__).parent.parent
-    code = "import sys, reconciler.cli; print(sorted(m for m in sys.modules if 'sandbox' in m))"
+    code = "import sys, reconciler.cli; print(sorted(m for m in sys.modules if m.startswith('litellm_roster_sandbox')))"
     probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": ""})
     assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stdout + probe.stderr
     assert not (root / "reconciler" / "sandbox").exists()
     copies = [line for line in (root / "deploy" / "Dockerfile").read_text().splitlines() if line.startswith("COPY")]
     assert copies == ["COPY pyproject.toml README.md ./", "COPY reconciler ./reconciler"]
+    # and the build context itself holds nothing else: .dockerignore admits only those
+    allowed = [line for line in (root / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    assert allowed == ["!pyproject.toml", "!README.md", "!reconciler"]
 
 
 def test_every_flag_and_subcommand_has_help():

@@ -1,4 +1,4 @@
-"""The sandbox answers as LiteLLM 1.108.7 does (CONTRACT.md), checked against LiteLLM's own OpenAPI schemas and
+"""The sandbox answers as LiteLLM 1.108.7 does (docs/litellm.md), checked against LiteLLM's own OpenAPI schemas and
 recorded responses."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """An in-memory stand-in for LiteLLM's Prisma client, so LiteLLM's real key routes and auth run without PostgreSQL.
 
 It reads LiteLLM's own schema.prisma for tables, column types and defaults, keeps rows in dicts, evaluates Prisma's
-`where` operators, and answers the three raw-SQL spots the key routes and auth use (CONTRACT.md §10). It subclasses
+`where` operators, and answers the three raw-SQL spots the key routes and auth use. It subclasses
 LiteLLM's PrismaClient without running its constructor (which needs the generated Prisma client), so LiteLLM's own
 get_data/insert_data/update_data/delete_data run on top of it.
 

@@ -1,0 +1,115 @@
+"""The command line's shape: every command, flag and help text, and the exit codes. No behaviour: cli.py runs it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from . import __version__
+
+EXIT_CODES = """exit codes:
+  0  success (plan: no changes)
+  1  error: bad roster or command line, unknown model, proxy refused or unreachable, lock held, a change failed,
+     conflicts left unresolved
+  2  plan --detailed-exitcode: there are changes or conflicts
+  3  apply --plan/--checksum: the reviewed plan is stale
+  4  apply: stopped by a brake or a high-risk change; nothing was changed
+  130/143  apply interrupted (SIGINT/SIGTERM): finished changes are reported, the rest not started"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which plan --detailed-exitcode means as "there are changes": 1 instead."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
+    """The parser; `commands` maps each command name to the function that runs it."""
+    parser = _Parser(prog="reconcile", description="Make a LiteLLM proxy's virtual keys match roster.yaml, "
+                                                   "delivering each key with SOPS.", epilog=EXIT_CODES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("-v", "--verbose", action="count", default=0, help="log progress to stderr (-vv: debug)")
+        return p
+
+    def proxy(p: argparse.ArgumentParser, *, roster: bool = True) -> None:
+        if roster:
+            p.add_argument("--roster", default="roster.yaml", help="the roster file (default: roster.yaml)")
+        p.add_argument("--proxy-url", help="the proxy (beats LITELLM_PROXY_URL; the roster's proxy.url must match)")
+        p.add_argument("--ca-bundle", metavar="FILE", help="a CA bundle to verify the proxy's TLS certificate with")
+        p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 15)")
+        if roster:
+            p.add_argument("--kube-context", help="kubeconfig context (beats proxy.kubernetes.context)")
+            p.add_argument("--kube-target", metavar="NAMESPACE[/SERVICE]",
+                           help="confirm the roster's proxy.kubernetes (beats LITELLM_PROXY_KUBE)")
+
+    def selection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--only", nargs="+", metavar="NAME", help="limit to these developers")
+        p.add_argument("--no-delete", action="store_true", help="never delete keys or key files")
+        p.add_argument("--adopt", nargs="+", metavar="NAME", help="take over these hand-made keys in place")
+        p.add_argument("--replace", nargs="+", metavar="NAME", help="rotate these hand-made keys into delivered ones")
+
+    def output(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                       help="text for a terminal, markdown for a pull-request comment, json for machines")
+
+    p = command("validate", "check the roster (and its models against the proxy)")
+    proxy(p)
+    p.add_argument("--offline", action="store_true", help="check the roster file only; no proxy needed")
+    p.set_defaults(func=commands["validate"])
+
+    p = command("plan", "show what apply would change")
+    proxy(p)
+    selection(p)
+    output(p)
+    p.add_argument("--out", metavar="PLAN_JSON", help="also write the plan as JSON, for apply --plan")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes or conflicts")
+    p.set_defaults(func=commands["plan"])
+
+    p = command("apply", "make the proxy match the roster and deliver new keys")
+    proxy(p)
+    selection(p)
+    p.add_argument("--plan", metavar="PLAN_JSON", help="apply only if the fresh plan is this reviewed one")
+    p.add_argument("--checksum", metavar="HEX", help="apply only if the fresh plan has this checksum")
+    p.add_argument("--force", action="store_true", help="apply past the brakes and the high-risk checks")
+    p.add_argument("--max-share", type=float, metavar="FRACTION",
+                   help="brake: most deletes, rotations or updates as a share of managed keys, above 10 keys "
+                        "(default: keys.brakes.max_share, else 0.30)")
+    p.add_argument("--max-count", type=int, metavar="N",
+                   help="brake: most deletes, rotations or updates in one apply (default: keys.brakes.max_count)")
+    p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another apply to finish (default: fail at once)")
+    p.add_argument("--audit-log", metavar="PATH", help="append the audit trail here (default: audit.jsonl beside "
+                                                       "the roster)")
+    p.set_defaults(func=commands["apply"])
+
+    p = command("status", "who has access to what, and what will change next")
+    proxy(p)
+    output(p)
+    p.set_defaults(func=commands["status"])
+
+    p = command("import", "write a starting roster from the keys already on a proxy")
+    proxy(p, roster=False)
+    p.add_argument("--alias", default="claude-code-{name}", help="the alias template the keys follow")
+    p.add_argument("--out", default="-", help="where to write the roster (default: stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=commands["import"])
+
+    p = command("schema", "print the roster's JSON Schema (for editors and CI checks)")
+    p.set_defaults(func=commands["schema"])
+
+    p = command("force-unlock", "remove a dead apply's lock")
+    proxy(p)
+    p.add_argument("lock_id", metavar="ID", help="the lock's id, as the refused apply printed it")
+    p.set_defaults(func=commands["force-unlock"])
+
+    return parser
