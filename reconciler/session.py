@@ -182,9 +182,7 @@ class Session:
     client: LiteLLMClient
     proxy_url: str  # the proxy's stable address: for key files, reports and the lock
     clock: Callable[[], datetime]
-    admin: bool  # holds the master key (checked by require_admin before any write)
     kube_api: Any = None
-    secrets: tuple[str, ...] = ()  # every credential this session holds: for redaction
     _stack: ExitStack = field(default_factory=ExitStack)
 
     @classmethod
@@ -230,8 +228,7 @@ class Session:
                                verify=settings.ca_bundle or True, timeout=settings.timeout)
         stack.callback(client.close)
         assert public_url is not None
-        secrets = (credential, *(v for v in headers.values() if v))
-        return cls(roster, settings, client, normalize_url(public_url), clock(settings), admin, api, secrets, stack)
+        return cls(roster, settings, client, normalize_url(public_url), clock(settings), api, stack)
 
     def close(self) -> None:
         self._stack.close()
