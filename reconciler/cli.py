@@ -20,7 +20,6 @@ from .arguments import build_parser
 from .errors import ConfigError, ReconcileError
 from .redact import REDACT
 from .roster import load_roster
-from .session import Session, Settings, options_for
 
 log = logging.getLogger("reconciler")
 _print_lock = threading.Lock()
@@ -61,18 +60,26 @@ def _setup_logging(verbose: int) -> None:
     root.propagate = False
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+# The service layer (and httpx under it) is imported by the commands that talk to a proxy, not at start-up:
+# validate --offline and schema never load it.
+def _settings(args: argparse.Namespace) -> Any:
+    from .session import Settings
+
     return Settings.from_environment(proxy_url=getattr(args, "proxy_url", None),
                                      kube_target=getattr(args, "kube_target", None),
                                      kube_context=getattr(args, "kube_context", None),
                                      ca_bundle=getattr(args, "ca_bundle", None), timeout=getattr(args, "timeout", None))
 
 
-def _session(args: argparse.Namespace, *, admin: bool = False, roster: Any = None) -> Session:
+def _session(args: argparse.Namespace, *, admin: bool = False, roster: Any = None) -> Any:
+    from .session import Session
+
     return Session.open(roster or load_roster(args.roster), _settings(args), admin=admin)
 
 
 def _options(args: argparse.Namespace, roster: Any) -> Any:
+    from .session import options_for
+
     return options_for(roster, adopt=args.adopt, replace=args.replace, only=args.only, no_delete=args.no_delete)
 
 
