@@ -87,10 +87,10 @@ def _options(args: argparse.Namespace, roster: Any) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .session import check_models
-
     roster = load_roster(args.roster)
     if not args.offline:
+        from .session import check_models
+
         with _session(args, roster=roster) as session:
             check_models(roster, session.catalog())
     where = "offline" if args.offline else "against the proxy's models"

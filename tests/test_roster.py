@@ -138,3 +138,17 @@ def test_repository_schema_is_the_packaged_one():
     root = Path(__file__).parent.parent
     assert (root / "schema" / "roster.schema.json").read_bytes() == \
         (root / "reconciler" / "schema" / "roster.schema.json").read_bytes()
+
+
+def test_validate_offline_loads_no_http_client(tmp_path):
+    """Start-up is most of a small command's time: validate --offline never imports httpx or the service layer."""
+    import subprocess
+    import sys
+
+    roster = tmp_path / "roster.yaml"
+    roster.write_text(f"version: 1\nkeys: {{alias: 'c-{{name}}'}}\ndevelopers:\n  - name: jane\n    recipient: {A}\n"
+                      "    models: [m1]\n")
+    code = ("import sys; from reconciler import cli; rc = cli.main(['validate', '--offline', '--roster', sys.argv[1]]);"
+            " print(sorted(m for m in ('httpx', 'reconciler.session', 'reconciler.litellm') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(roster)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip().endswith("[]"), done.stdout + done.stderr
