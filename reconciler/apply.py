@@ -253,16 +253,17 @@ class Applier:
         body = {"key": key.token, "key_alias": want.alias, "models": list(want.models), "user_id": want.user_id,
                 "metadata": managed_metadata(want.name, key.metadata, delivery="external"),
                 "duration": _new_duration(want.expires, now), **want.limits.as_dict()}
-        answer = self.client.update(body)
-        if body["duration"] == "-1" and answer.get("expires"):
-            self._expire_never(key.token)
+        self._send_update(body)
         self._set_blocked(key.token, want.blocked, key.blocked)
         return ""
 
-    def _expire_never(self, token: str) -> None:
-        """LiteLLM 1.77 ignores every way of clearing an expiry: push it past NEVER, which reads as "never"."""
-        days = (NEVER - self.clock()).days + 36500
-        self.client.update({"key": token, "duration": f"{days}d"})
+    def _send_update(self, body: dict[str, Any]) -> None:
+        """/key/update; when it was to clear the expiry and the key still has one (LiteLLM 1.77 ignores every way
+        of clearing it), the expiry is pushed past NEVER, which reads as "never"."""
+        answer = self.client.update(body)
+        if body.get("duration") == "-1" and answer.get("expires"):
+            days = (NEVER - self.clock()).days + 36500
+            self.client.update({"key": body["key"], "duration": f"{days}d"})
 
     def _set_blocked(self, token: str, want: bool, have: bool) -> None:
         if want and not have:
@@ -279,9 +280,7 @@ class Applier:
         if "expires" in fields:
             body["duration"] = _new_duration(want.expires, self.clock())
         if len(body) > 1:
-            answer = self.client.update(body)
-            if body.get("duration") == "-1" and answer.get("expires"):
-                self._expire_never(key.token)
+            self._send_update(body)
         if "blocked" in fields:
             self._set_blocked(key.token, want.blocked, key.blocked)
         self._refresh_file(want, change.file_fields)

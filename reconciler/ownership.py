@@ -47,8 +47,9 @@ def classify(roster: Roster, live: list[LiveKey], records: Records, now: datetim
     aliases = {roster.keys.alias_for(d.name): d.name for d in roster.developers}
     for key in sorted(live, key=lambda k: (k.created_at or now, k.token)):
         name = key.roster_name
-        if key.managed and name:
-            problem = proof_problem(key, records)
+        if key.managed:
+            problem = proof_problem(key, records) if name else \
+                "claims to be managed by litellm-roster but names no developer"
             if problem is not None:
                 out.unproven.append((key, problem))
                 if key.alias in aliases:
@@ -64,12 +65,8 @@ def classify(roster: Roster, live: list[LiveKey], records: Records, now: datetim
                     out.extra_current.append(key)
             else:
                 out.current[name] = key
-        elif key.alias in aliases and not key.managed:
+        elif key.alias in aliases:
             out.handmade[aliases[key.alias]] = key
-        elif key.managed:
-            out.unproven.append((key, "claims to be managed by litellm-roster but names no developer"))
-            if key.alias in aliases:
-                out.blocked.add(aliases[key.alias])
         else:
             out.unmanaged += 1
     return out

@@ -13,7 +13,7 @@ from .live import LiveKey, user_id_for
 from .ownership import classify
 from .recipients import canonical
 from .records import KeyFile, Records
-from .roster import LIMIT_FIELDS, Developer, Limits, Roster
+from .roster import LIMIT_FIELDS, RETIRING_SUFFIX, Developer, Limits, Roster
 from .timeutil import format_duration, humanize, iso
 
 FORMAT_VERSION = 1
@@ -152,7 +152,7 @@ class Update(Change):
     @property
     def risk(self) -> str | None:
         for name, before, after in self.fields:
-            if name == "key_alias" and before is not None and not str(before).endswith("--retiring"):
+            if name == "key_alias" and before is not None and not str(before).endswith(RETIRING_SUFFIX):
                 return f"renames a managed key ({before} -> {after}): the alias template changed"
         return super().risk
 
@@ -192,10 +192,6 @@ class Conflict(Change):
 
     def _data(self) -> dict[str, Any]:
         return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "created_by": self.key.created_by}
-
-    @property
-    def risk(self) -> str | None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -362,8 +358,12 @@ def _rotation_reason(roster: Roster, dev: Developer, want: Desired, key: LiveKey
     reason = _due(roster, dev, want, key, file, now, delivered=delivered)
     if reason is None:
         return None
-    revocation = dev.rotate is not None and (key.created_at is None or key.created_at < dev.rotate)
-    return reason, revocation
+    return reason, _rotation_requested(dev, key)
+
+
+def _rotation_requested(dev: Developer, key: LiveKey) -> bool:
+    """The developer's (or everyone's) rotate: names an instant after this key was issued."""
+    return dev.rotate is not None and (key.created_at is None or key.created_at < dev.rotate)
 
 
 def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyFile | None, now: datetime, *,
@@ -381,7 +381,7 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
             whom = ", ".join(r[:16] + "…" for r in added) if added else "fewer recipients"
             return f"recipient changed to {whom}: the key file must be readable by exactly the roster's recipients"
     issued = key.created_at
-    if dev.rotate is not None and (issued is None or issued < dev.rotate):
+    if _rotation_requested(dev, key):
         return f"issued {iso(issued)}, before the rotation requested for {iso(dev.rotate)}"
     if roster.keys.rotate_after is not None and issued is not None and now - issued >= roster.keys.rotate_after:
         return f"older than {format_duration(roster.keys.rotate_after)}: issued {iso(issued)}"

@@ -86,7 +86,6 @@ class Developer:
     expires: datetime | None = None
     rotate: datetime | None = None  # the developer's own, or defaults.rotate, whichever is later
     disabled: bool = False
-    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -527,7 +526,7 @@ def _check_budget(obj: dict, path: Path_, add: Any) -> None:
 # ---------------------------------------------------------------- building the dataclasses
 
 
-def _developer(dev: dict, defaults: dict, line: int) -> Developer:
+def _developer(dev: dict, defaults: dict) -> Developer:
     limits = {name: dev.get(name, defaults.get(name)) for name in LIMIT_FIELDS}
     own_rotate = parse_instant(dev["rotate"], end_of_day=False) if dev.get("rotate") else None
     all_rotate = parse_instant(defaults["rotate"], end_of_day=False) if defaults.get("rotate") else None
@@ -540,7 +539,6 @@ def _developer(dev: dict, defaults: dict, line: int) -> Developer:
         expires=parse_instant(dev["expires"], end_of_day=True) if dev.get("expires") else None,
         rotate=max(rotates) if rotates else None,
         disabled=bool(dev.get("disabled", False)),
-        line=line,
     )
 
 
@@ -577,8 +575,7 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
             max_share=keys.get("brakes", {}).get("max_share"),
             max_count=keys.get("brakes", {}).get("max_count"),
         ),
-        developers=tuple(_developer(dev, defaults, located.of_value(("developers", i))[0])
-                         for i, dev in enumerate(data["developers"])),
+        developers=tuple(_developer(dev, defaults) for dev in data["developers"]),
         model_groups={name: tuple(members) for name, members in data.get("model_groups", {}).items()},
         proxy_url=proxy.get("url"),
         proxy_headers=dict(proxy.get("headers", {})),
