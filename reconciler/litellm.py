@@ -23,7 +23,7 @@ from .redact import REDACT
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-TESTED_VERSIONS = ("1.77.7", "1.110.2")  # the oldest and newest LiteLLM the conformance tier runs (README)
+TESTED_VERSIONS = ("1.74.15", "1.110.2")  # the oldest and newest LiteLLM the conformance tier runs (README)
 MAX_BODY = 16 * 1024 * 1024  # a page of 100 full key objects is about 100 KB; anything near this is not LiteLLM
 
 

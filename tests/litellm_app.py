@@ -1,19 +1,25 @@
-"""LiteLLM's own proxy app, served from the conformance tier's pinned virtualenv on 127.0.0.1: shared by the
-conformance and security tiers."""
+"""LiteLLM's real proxy, from the conformance tier's pinned virtualenv, on a real PostgreSQL, on 127.0.0.1: shared by
+the conformance and security tiers. It is started with its own `litellm` command on a throwaway cluster migrated
+with LiteLLM's own migrations; Prisma's engine is tests/conformance/prisma_engine (docs/testing.md says why).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+import yaml
 from helpers import MASTER
+from postgres import Postgres, bindir, free_port
 
 HERE = Path(__file__).parent / "conformance"
 ROOT = HERE.parent.parent
 MODELS = ROOT / "tests" / "data" / "litellm" / "proxy-config.yaml"
+ENGINE = HERE / "prisma_engine"
 
 
 def _python() -> str | None:
@@ -25,12 +31,13 @@ def _python() -> str | None:
 
 
 class LiteLLMProxy:
-    def __init__(self, process: subprocess.Popen, url: str):
-        self.process, self.url = process, url
+    def __init__(self, url: str, database: Postgres):
+        self.url, self.database = url, database
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=30)
 
     def reset(self) -> None:
-        self.http.post("/_conformance/reset").raise_for_status()
+        """Empty tables, as a fresh install has them."""
+        self.database.truncate()
 
     def keys(self) -> list[dict]:
         return self.http.get("/key/list", params={"size": 100, "return_full_object": "true"}).json()["keys"]
@@ -43,36 +50,82 @@ class LiteLLMProxy:
         return sorted(m["id"] for m in r.json()["data"]) if r.status_code == 200 else r.status_code
 
 
-def start_litellm(python: str, master: str = MASTER) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([python, str(HERE / "serve_litellm.py"), "--models", str(MODELS), "--master-key",
-                                master], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("listening on "):
-            return process, line.split()[-1]
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise RuntimeError("LiteLLM's proxy did not start; run tests/conformance/serve_litellm.py by hand to see why")
+def start_on_postgres(python: str, database: Postgres, master: str = MASTER) -> tuple[subprocess.Popen, str]:
+    """`litellm --config ...`, as users start it, with the schema already migrated (DISABLE_SCHEMA_UPDATE): there is
+    no Prisma schema engine here. Its own session, so teardown ends it and the engine it started by one signal."""
+    models = yaml.safe_load(MODELS.read_text())
+    config = database.root / "config.yaml"
+    config.write_text(yaml.safe_dump({"model_list": models["model_list"],
+                                      "general_settings": {"master_key": master},
+                                      "litellm_settings": {"telemetry": False}}))
+    venv_bin = Path(python).parent
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("LITELLM_", "PRISMA_"))}
+    env.update({"PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", "DATABASE_URL": database.url,
+                "DISABLE_SCHEMA_UPDATE": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_TELEMETRY": "False", "LITELLM_DONT_SHOW_FEEDBACK_BOX": "True", "LITELLM_LOG": "ERROR",
+                "PRISMA_QUERY_ENGINE_BINARY": str(ENGINE / "query-engine"),
+                "PRISMA_SCHEMA_ENGINE_BINARY": str(ENGINE / "schema-engine"), "CHECKPOINT_DISABLE": "1"})
+    log = database.root / "litellm.log"
+    process = subprocess.Popen([venv_bin / "litellm", "--config", config, "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, cwd=database.root, stdin=subprocess.DEVNULL, stdout=open(log, "wb"),
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            ready = httpx.get(f"{url}/health/readiness", timeout=5)
+            if ready.status_code == 200 and ready.json().get("db") == "connected":
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    _stop(process)
+    raise RuntimeError(f"LiteLLM's proxy did not start on PostgreSQL:\n{log.read_text()[-3000:]}")
 
 
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    try:  # the engine it started may outlive it by a moment
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def serve_litellm_app():
     """Session-wide: one LiteLLM process, reset (empty tables) by each test that uses it."""
     import pytest
 
+    def unavailable(why: str):
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: .ci/run must install it")
+        pytest.skip(why)
+
     python = _python()
     if python is None:
-        if os.environ.get("CI"):
-            pytest.fail("the conformance virtualenv is missing: .ci/run must run tests/conformance/setup.sh")
-        pytest.skip("LiteLLM's conformance virtualenv is missing: bash tests/conformance/setup.sh")
-    process, url = start_litellm(python)
-    proxy = LiteLLMProxy(process, url)
+        unavailable("LiteLLM's conformance virtualenv is missing: bash tests/conformance/setup.sh")
+    programs = bindir()
+    if programs is None:
+        unavailable("PostgreSQL is missing: apt-get install postgresql")
+    database = Postgres(programs).start()
+    try:
+        database.migrate(Path(subprocess.run(
+            [python, "-c", "import litellm_proxy_extras, os; print(os.path.dirname(litellm_proxy_extras.__file__))"],
+            capture_output=True, text=True, check=True).stdout.strip()) / "migrations")
+        process, url = start_on_postgres(python, database)
+    except BaseException:
+        database.stop()
+        raise
+    proxy = LiteLLMProxy(url, database)
     try:
         yield proxy
     finally:
         proxy.http.close()
-        process.terminate()
-        process.wait(timeout=20)
+        _stop(process)
+        database.stop()

@@ -157,7 +157,24 @@ def test_version_outside_the_tested_range_is_a_warning():
 
     assert version_warning(None) is None
     assert version_warning(TESTED_VERSIONS[0]) is None and version_warning("1.100.5") is None
-    assert version_warning("1.74.15") == (f"the proxy runs LiteLLM 1.74.15, outside the versions this tool is tested "
-                                          f"with ({TESTED_VERSIONS[0]} to {TESTED_VERSIONS[1]}); check the plan "
-                                          "closely")
+    assert version_warning("1.73.0") == (f"the proxy runs LiteLLM 1.73.0, outside the versions this tool is tested "
+                                         f"with ({TESTED_VERSIONS[0]} to {TESTED_VERSIONS[1]}); check the plan "
+                                         "closely")
     assert version_warning("1.200.0").startswith("the proxy runs LiteLLM 1.200.0, outside")
+
+
+def test_tested_versions_are_what_ci_runs_and_the_readme_lists():
+    """CI runs the pin and versions.txt; the warning's range and the README's compatibility table must say the same."""
+    import re
+    from pathlib import Path
+
+    from reconciler.litellm import TESTED_VERSIONS
+
+    root = Path(__file__).parent.parent
+    conformance = root / "tests" / "conformance"
+    pin = re.search(r"^litellm\[proxy\]==(\S+)$", (conformance / "requirements.txt").read_text(), re.M).group(1)
+    matrix = re.findall(r"^(\d+\.\d+\.\d+)$", (conformance / "versions.txt").read_text(), re.M)
+    ran = sorted({pin, *matrix}, key=lambda v: tuple(map(int, v.split("."))))
+    table = re.findall(r"^\| (\d+\.\d+\.\d+) \|", (root / "README.md").read_text(), re.M)
+    assert table == ran
+    assert TESTED_VERSIONS == (ran[0], ran[-1])

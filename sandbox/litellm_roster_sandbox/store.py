@@ -46,6 +46,10 @@ _BLOCK_FIELDS = (
     "settings_updated_at", "last_active", "object_permission_id", "object_permission", "access_group_ids",
     "rotation_count", "auto_rotate", "rotation_interval", "last_rotation_at", "key_rotation_at", "router_settings",
     "budget_limits")
+# LiteLLM_VerificationToken's relations: Prisma's model carries each, null when not loaded, in the answers of
+# /key/info, /key/update and /key/unblock (observed against LiteLLM 1.108.7 on PostgreSQL).
+_RELATIONS = dict.fromkeys(("litellm_budget_table", "litellm_organization_table", "litellm_project_table",
+                            "object_permission", "jwt_key_mappings"))
 # generate echoes every KeyRequestBase field; these it echoes as null unless given (premium or unused here).
 _GENERATE_ECHO_NULLS = (
     "agent_id", "budget_limits", "model_rpm_limit", "model_tpm_limit", "mcp_rpm_limit", "tag_rpm_limit", "guardrails",
@@ -321,7 +325,7 @@ class KeyStore:
                     return error(403, "You are not allowed to access this key's info. Your role=unknown",
                                  "auth_error", "None")
                 info = {k: v for k, v in row.items() if k != "token"}
-                info.update({"litellm_budget_table": None, "status": self._status(row)})
+                info.update({**_RELATIONS, "status": self._status(row)})
                 return 200, {"key": key if key else token, "info": info}
             archived = self.deleted.get(token)
             if archived is not None and caller == "master":
@@ -450,7 +454,7 @@ class KeyStore:
                         return error(500, str(exc), "internal_server_error", None)
             row["updated_at"] = row["settings_updated_at"] = _iso(self.now())
             row["updated_by"] = MASTER_USER_ID if caller == "master" else self.rows[caller].get("user_id")
-            return 200, {"key": key if key is not None else alias_target, **row, "object_permission": None}
+            return 200, {"key": key if key is not None else alias_target, **row, **_RELATIONS}
 
     def delete(self, caller: str, body: dict[str, Any], changed_by: str | None = None) -> Response:
         keys, aliases = body.get("keys"), body.get("key_aliases")
@@ -493,7 +497,7 @@ class KeyStore:
             row["blocked"] = blocked
             row["updated_at"] = row["settings_updated_at"] = _iso(self.now())
             if not blocked:  # unblock answers with the table row; block with LiteLLM's token model
-                return 200, dict(row)
+                return 200, {**row, **_RELATIONS}
             view = {**row, "org_id": row.get("organization_id"), "litellm_budget_table": None,
                     "object_permission": None}
             return 200, {k: view.get(k) for k in _BLOCK_FIELDS}

@@ -1,5 +1,5 @@
-"""The conformance tier: LiteLLM's own proxy app (pinned, its own virtualenv), on an in-memory database stand-in,
-served on 127.0.0.1 (the `litellm` fixture, in tests/conftest.py). `bash tests/conformance/setup.sh` makes the
+"""The conformance tier: LiteLLM's real proxy (pinned, its own virtualenv) on a real PostgreSQL, served on 127.0.0.1
+(the `litellm` fixture, in tests/conftest.py; docs/testing.md). `bash tests/conformance/setup.sh` makes the
 virtualenv; CI always does."""
 
 from __future__ import annotations

@@ -38,4 +38,18 @@ fi
 installed="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')"
 refuse "$installed"
 [ "$installed" = "$version" ] || { echo "$venv holds litellm $installed, not $version: delete it" >&2; exit 1; }
+# The real proxy's database client: prisma-client-python 0.15.0 (Prisma 5.17.0), generated for this LiteLLM's own
+# schema. Prisma's engine binaries cannot be downloaded here; prisma_engine/ serves the same engine commit from npm
+# (WebAssembly), and migrations are applied with psql (docs/testing.md).
+engine="$here/prisma_engine"
+[ -d "$engine/node_modules" ] || npm ci --prefix "$engine" --no-audit --no-fund --silent >&2
+if ! "$venv/bin/python" -c "from prisma import Prisma" 2>/dev/null; then
+  "$venv/bin/pip" install -q "prisma==0.15.0" >&2
+  schema="$("$venv/bin/python" -c 'import litellm.proxy, os; print(os.path.join(os.path.dirname(litellm.proxy.__file__), "schema.prisma"))')"
+  work="$(mktemp -d)"
+  (cd "$work" && PATH="$venv/bin:$PATH" PRISMA_QUERY_ENGINE_BINARY="$engine/query-engine" \
+    PRISMA_SCHEMA_ENGINE_BINARY="$engine/schema-engine" PRISMA_HIDE_UPDATE_MESSAGE=1 CHECKPOINT_DISABLE=1 \
+    prisma generate --schema "$schema" >&2)
+  rm -rf "$work"
+fi
 echo "$venv/bin/python"
