@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -248,13 +249,15 @@ class Session:
         return [LiveKey.from_api(obj) for obj in self.client.list_keys()]
 
     def plan(self, options: Options | None = None) -> Plan:
-        catalog = self.catalog()
+        # The proxy's three answers are independent: one round trip for all, while the key files are read.
+        with ThreadPoolExecutor(3) as pool:
+            asked = pool.submit(self.catalog), pool.submit(self.live_keys), pool.submit(self.client.version)
+            records = read_records(self.roster.delivery_path)
+            catalog, live, version = (future.result() for future in asked)
         check_models(self.roster, catalog)
-        live = self.live_keys()
-        records = read_records(self.roster.delivery_path)
         plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
                     options=options or Options())
-        warning = version_warning(self.client.version())
+        warning = version_warning(version)
         return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan
 
     # ------------------------------------------------------------ writes

@@ -5,6 +5,7 @@ with LiteLLM's own migrations; Prisma's engine is tests/conformance/prisma_engin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,12 +51,12 @@ class LiteLLMProxy:
         return sorted(m["id"] for m in r.json()["data"]) if r.status_code == 200 else r.status_code
 
 
-def start_on_postgres(python: str, database: Postgres, master: str = MASTER) -> tuple[subprocess.Popen, str]:
+def start_on_postgres(python: str, database: Postgres, master: str = MASTER,
+                      models: Path = MODELS) -> tuple[subprocess.Popen, str]:
     """`litellm --config ...`, as users start it, with the schema already migrated (DISABLE_SCHEMA_UPDATE): there is
     no Prisma schema engine here. Its own session, so teardown ends it and the engine it started by one signal."""
-    models = yaml.safe_load(MODELS.read_text())
     config = database.root / "config.yaml"
-    config.write_text(yaml.safe_dump({"model_list": models["model_list"],
+    config.write_text(yaml.safe_dump({"model_list": yaml.safe_load(models.read_text())["model_list"],
                                       "general_settings": {"master_key": master},
                                       "litellm_settings": {"telemetry": False}}))
     venv_bin = Path(python).parent
@@ -98,6 +99,23 @@ def _stop(process: subprocess.Popen) -> None:
         pass
 
 
+@contextlib.contextmanager
+def running_litellm(python: str, programs: Path, master: str = MASTER, models: Path = MODELS):
+    """A fresh PostgreSQL, migrated with this LiteLLM's own migrations, and the proxy on it; all stopped after."""
+    database = Postgres(programs).start()
+    try:
+        database.migrate(Path(subprocess.run(
+            [python, "-c", "import litellm_proxy_extras, os; print(os.path.dirname(litellm_proxy_extras.__file__))"],
+            capture_output=True, text=True, check=True).stdout.strip()) / "migrations")
+        process, url = start_on_postgres(python, database, master, models)
+        try:
+            yield LiteLLMProxy(url, database)
+        finally:
+            _stop(process)
+    finally:
+        database.stop()
+
+
 def serve_litellm_app():
     """Session-wide: one LiteLLM process, reset (empty tables) by each test that uses it."""
     import pytest
@@ -113,19 +131,8 @@ def serve_litellm_app():
     programs = bindir()
     if programs is None:
         unavailable("PostgreSQL is missing: apt-get install postgresql")
-    database = Postgres(programs).start()
-    try:
-        database.migrate(Path(subprocess.run(
-            [python, "-c", "import litellm_proxy_extras, os; print(os.path.dirname(litellm_proxy_extras.__file__))"],
-            capture_output=True, text=True, check=True).stdout.strip()) / "migrations")
-        process, url = start_on_postgres(python, database)
-    except BaseException:
-        database.stop()
-        raise
-    proxy = LiteLLMProxy(url, database)
-    try:
-        yield proxy
-    finally:
-        proxy.http.close()
-        _stop(process)
-        database.stop()
+    with running_litellm(python, programs) as proxy:
+        try:
+            yield proxy
+        finally:
+            proxy.http.close()

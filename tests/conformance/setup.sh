@@ -4,6 +4,7 @@
 #   bash tests/conformance/setup.sh 1.80.17    another version (versions.txt lists CI's matrix), in .venv-litellm-1.80.17
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+export LITELLM_LOCAL_MODEL_COST_MAP=True   # else importing litellm fetches its cost map from the internet
 refuse() {
   case "$1" in
     1.82.7|1.82.8|1.107.*) echo "refusing litellm $1: a compromised release" >&2; exit 1;;
