@@ -126,8 +126,14 @@ class PortForward:
     ATTEMPTS = 4
 
     def __init__(self, api: Any, namespace: str, service: str, port: int | str | None):
+        from kubernetes import client
+
         self.api, self.namespace, self.service, self.port = api, namespace, service, port
         self.pod, self.target, _ = resolve_service(api, namespace, service, port)
+        # kubernetes.stream swaps its ApiClient's request method while it opens a stream: streams get a client of
+        # their own (the Lease and Secret calls keep theirs), opened one at a time (the plan asks concurrently).
+        self._streams_api = client.CoreV1Api(client.ApiClient(api.configuration))
+        self._opening = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self._closed = threading.Event()
         self.streams = 0
@@ -138,13 +144,13 @@ class PortForward:
         return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
 
     def _open_stream(self) -> Any:
-        from kubernetes import client
         from kubernetes.stream import portforward
 
         for attempt in range(self.ATTEMPTS):
             try:
-                forward = portforward(client.CoreV1Api(self.api).connect_get_namespaced_pod_portforward, self.pod,
-                                      self.namespace, ports=str(self.target))
+                with self._opening:
+                    forward = portforward(self._streams_api.connect_get_namespaced_pod_portforward, self.pod,
+                                          self.namespace, ports=str(self.target))
                 self.streams += 1
                 return forward
             except Exception as exc:  # the pod went away, or the API server dropped us: find a pod again
