@@ -12,6 +12,7 @@ import logging
 import secrets
 import threading
 import traceback
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,12 +21,11 @@ from typing import Any, Callable
 
 from .delivery import clean_temp_files, refresh_fields, remove, write_atomic
 from .errors import ProxyError, ReconcileError
-from .live import NEVER, managed_metadata
+from .live import NEVER, managed_metadata, user_id_for
 from .plan import (
     EXPIRY_TOLERANCE,
     Adopt,
     Change,
-    Conflict,
     Create,
     Delete,
     Desired,
@@ -35,10 +35,11 @@ from .plan import (
     Update,
     file_document_fields,
 )
-from .ports import KeyAPI, Sealer
+from .ports import ProxyAPI, Sealer
 from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
 from .redact import REDACT
 from .roster import RETIRING_SUFFIX, Roster
+from .teams import AdoptTeam, CreateTeam, DeleteTeam, Join, Leave, MemberBudget, UpdateTeam, team_metadata
 from .timeutil import iso, parse_litellm_time
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def _new_duration(moment: datetime | None, now: datetime) -> str:
 class Applier:
     WORKERS = 8  # bounded: encryption runs on every core, and the proxy is not flooded
 
-    def __init__(self, roster: Roster, client: KeyAPI, sops: Sealer, *, proxy_url: str,
+    def __init__(self, roster: Roster, client: ProxyAPI, sops: Sealer, *, proxy_url: str,
                  clock: Callable[[], datetime], hooks: Callable[[str, str], None] | None = None,
                  on_outcome: Callable[[Outcome], None] = lambda outcome: None):
         self.roster, self.client, self.sops = roster, client, sops
@@ -89,6 +90,7 @@ class Applier:
         self.stop = threading.Event()
         self.not_started = 0
         self._issued: dict[str, str] = {}  # developer -> hash of the key this run registered for them
+        self.team_ids: dict[str, str] = {}  # roster team -> its id: the plan's, and those this run creates
 
     def path_for(self, name: str) -> Path:
         return self.directory / f"{name}{SUFFIX}"
@@ -98,11 +100,10 @@ class Applier:
 
     def run(self, plan: Plan) -> list[Outcome]:
         clean_temp_files(self.directory)
+        self.team_ids = dict(plan.team_ids)
         outcomes: list[Outcome] = []
-        for order in (0, 1, 2):
-            batch = [c for c in plan.changes if c.order == order and not isinstance(c, Conflict)]
-            if not batch:
-                continue
+        for order in sorted({c.order for c in plan.actions}):  # teams, members, keys, then what goes
+            batch = [c for c in plan.actions if c.order == order]
             with ThreadPoolExecutor(self.WORKERS) as pool:
                 outcomes.extend(o for o in pool.map(self._one, batch) if o is not None)
         self.not_started = len(plan.actions) - len(outcomes)
@@ -114,7 +115,10 @@ class Applier:
             return None
         try:
             handler = {Create: self._create, Rotate: self._rotate, Adopt: self._adopt,
-                       Update: self._update, Delete: self._delete, RemoveFile: self._remove_file}[type(change)]
+                       Update: self._update, Delete: self._delete, RemoveFile: self._remove_file,
+                       CreateTeam: self._create_team, UpdateTeam: self._update_team, DeleteTeam: self._delete_team,
+                       AdoptTeam: self._adopt_team,
+                       Join: self._join, MemberBudget: self._member_budget, Leave: self._leave}[type(change)]
             message = handler(change) or ""
             log.info("%s %s %s: done %s", change.symbol, change.kind, change.name, message)
             outcome = Outcome(change, True, message, self._issued.pop(change.name, None))
@@ -140,7 +144,15 @@ class Applier:
                                 "user_id": want.user_id, "metadata": managed_metadata(want.name),
                                 "duration": _duration_until(want.expires, now), "blocked": want.blocked}
         body.update({k: v for k, v in want.limits.as_dict().items() if v is not None})
+        if want.team is not None:
+            body["team_id"] = self.team_id(want.team)
         return body
+
+    def team_id(self, team: str) -> str:
+        found = self.team_ids.get(team)
+        if found is None:
+            raise ReconcileError(f"team {team} does not exist on the proxy (its creation failed): nothing was done")
+        return found
 
     def _write_key_file(self, want: Desired, secret: str, now: datetime) -> bytes | None:
         """Encrypt and write; returns the previous file's bytes (already encrypted) so a failure can restore it."""
@@ -252,7 +264,8 @@ class Applier:
         write_atomic(self.adoption_path(want.name), adoption_document(want.name, key.token, iso(now)))
         body = {"key": key.token, "key_alias": want.alias, "models": list(want.models), "user_id": want.user_id,
                 "metadata": managed_metadata(want.name, key.metadata, delivery="external"),
-                "duration": _new_duration(want.expires, now), **want.limits.as_dict()}
+                "duration": _new_duration(want.expires, now), **want.limits.as_dict(),
+                "team_id": self.team_id(want.team) if want.team else None}
         self._send_update(body)
         self._set_blocked(key.token, want.blocked, key.blocked)
         return ""
@@ -276,11 +289,18 @@ class Applier:
         fields = {name for name, _, _ in change.fields}
         # The plan's "after" values are what LiteLLM stores; expiry goes as a duration, blocked through its routes.
         body: dict[str, Any] = {"key": key.token, **{name: after for name, _, after in change.fields
-                                                     if name not in ("expires", "blocked")}}
+                                                     if name not in ("expires", "blocked", "team")}}
         if "expires" in fields:
             body["duration"] = _new_duration(want.expires, self.clock())
+        # LiteLLM checks a key's models against the team it joins, the models it has before this update: so the
+        # key leaves its old team, changes, and then joins the new one.
+        moving = "team" in fields
+        if moving and key.team_id is not None:
+            self.client.update({"key": key.token, "team_id": None})
         if len(body) > 1:
             self._send_update(body)
+        if moving and want.team is not None:
+            self.client.update({"key": key.token, "team_id": self.team_id(want.team)})
         if "blocked" in fields:
             self._set_blocked(key.token, want.blocked, key.blocked)
         self._refresh_file(want, change.file_fields)
@@ -304,3 +324,54 @@ class Applier:
         if path.is_symlink() or not path.is_file() or read_key_file(name, path).problem:
             raise ReconcileError(f"{path.name} is not this tool's key file; left alone, remove it by hand")
         remove(path)
+
+    # ------------------------------------------------------------ teams
+
+    def _create_team(self, change: CreateTeam) -> str:
+        # Our own id: a retry whose first answer was lost meets "already exists" instead of making a second team.
+        team_id = str(uuid.uuid4())
+        body = {"team_id": team_id, "team_alias": change.name, "models": list(change.models),
+                "metadata": team_metadata(change.name), "team_member_permissions": [],
+                **{k: v for k, v in change.settings if v is not None}}
+        try:
+            self.client.new_team(body)
+        except ProxyError as exc:
+            if "already exists" not in exc.detail:
+                raise
+        self.team_ids[change.name] = team_id
+        return ""
+
+    def _adopt_team(self, change: AdoptTeam) -> str:
+        self.client.update_team({"team_id": change.team_id, **{name: after for name, _, after in change.fields},
+                                 "metadata": team_metadata(change.name, dict(change.metadata))})
+        self.team_ids[change.name] = change.team_id
+        return ""
+
+    def _update_team(self, change: UpdateTeam) -> str:
+        self.client.update_team({"team_id": change.team_id, **{name: after for name, _, after in change.fields}})
+        return ""
+
+    def _delete_team(self, change: DeleteTeam) -> str:
+        """Only an empty team: LiteLLM deletes the keys still bound to a team with it."""
+        info = self.client.team_info(change.team_id)
+        if info is None:
+            return "(already gone)"
+        keys = [k for k in info.get("keys") or [] if isinstance(k, dict)]
+        if keys:
+            which = ", ".join(str(k.get("key_alias") or str(k.get("token", ""))[:12]) for k in keys[:5])
+            raise ReconcileError(f"team {change.name} still holds {len(keys)} key(s) ({which}); it is not deleted, "
+                                 "because LiteLLM would delete them with it: move or delete them first")
+        self.client.delete_team(change.team_id)
+        return ""
+
+    def _join(self, change: Join) -> str:
+        self.client.add_member(self.team_id(change.team), user_id_for(change.name), change.budget)
+        return ""
+
+    def _member_budget(self, change: MemberBudget) -> str:
+        self.client.set_member_budget(self.team_id(change.team), user_id_for(change.name), change.after)
+        return ""
+
+    def _leave(self, change: Leave) -> str:
+        self.client.remove_member(change.team_id, user_id_for(change.name))
+        return ""

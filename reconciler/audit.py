@@ -30,7 +30,8 @@ class AuditLog:
         data = outcome.change.data
         line = json.dumps({
             "time": iso(utcnow()), "actor": self.actor, "proxy": self.proxy_url, "plan_checksum": self.checksum,
-            "change": data["kind"], "developer": data["developer"], "reason": data["reason"],
+            "change": data["kind"], "developer": data.get("developer"), "team": data.get("team"),
+            "reason": data["reason"],
             "alias": data.get("alias") or data.get("after", {}).get("alias"),
             "token_prefix": outcome.new_token[:12] if outcome.new_token else data.get("token_prefix"),
             "retired_token_prefix": data.get("old_token_prefix"),

@@ -10,6 +10,7 @@ import yaml
 
 from .live import LiveKey
 from .roster import LIMIT_FIELDS, RETIRING_SUFFIX
+from .teams import LiveTeam
 from .timeutil import iso
 
 PLACEHOLDER = "REPLACE-with-the-developers-age-or-ssh-public-key"
@@ -29,8 +30,14 @@ def _expires(moment: datetime | None) -> str | None:
     return iso(moment)
 
 
-def import_roster(live: list[LiveKey], template: str, proxy_url: str) -> tuple[str, int]:
+NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a roster name (schema: $defs.name)
+
+
+def import_roster(live: list[LiveKey], template: str, proxy_url: str,
+                  teams: list[LiveTeam] | None = None) -> tuple[str, int]:
     pattern = alias_pattern(template)
+    by_id = {t.team_id: t for t in teams or [] if t.alias and NAME.match(t.alias)}
+    used: dict[str, LiveTeam] = {}
     developers = []
     for key in sorted(live, key=lambda k: k.alias or ""):
         m = pattern.match(key.alias or "")
@@ -42,12 +49,20 @@ def import_roster(live: list[LiveKey], template: str, proxy_url: str) -> tuple[s
             dev["expires"] = expires
         if key.blocked:
             dev["disabled"] = True
+        team = by_id.get(key.team_id or "")
+        if team is not None:  # a team is named by its alias; one whose alias is not a roster name stays out
+            dev["team"] = used.setdefault(team.alias or "", team).alias
         developers.append(dev)
     doc = {"version": 1, "proxy": {"url": proxy_url},
-           "keys": {"alias": template, "delivery_dir": "keys", "adopt_unmanaged": True},
-           "developers": developers}
+           "keys": {"alias": template, "delivery_dir": "keys", "adopt_unmanaged": True}}
+    if used:
+        doc["teams"] = [{"name": name, **({"models": sorted(t.models)} if t.models else {}),
+                         **{f: v for f, v in t.settings().items() if v is not None}}
+                        for name, t in sorted(used.items())]
+    doc["developers"] = developers
     header = (f"# yaml-language-server: $schema={SCHEMA_FILE}\n"
               "# Written by `reconcile import` from the keys on the proxy. Before the first apply:\n"
               f"#  - replace each {PLACEHOLDER} with that developer's public key;\n"
-              "#  - keys.adopt_unmanaged: true takes the existing keys over in place, so nobody's key changes.\n")
+              "#  - keys.adopt_unmanaged: true takes the existing keys (and teams) over in place, so nobody's key "
+              "changes.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, width=120), len(developers)

@@ -190,8 +190,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .status import render_status
 
     with _session(args) as session:
-        rows = session.status_rows()
-    out(render_status(rows, args.format))
+        rows, teams = session.status_rows()
+    out(render_status(rows, args.format, teams))
     return 0
 
 

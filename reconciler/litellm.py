@@ -282,6 +282,69 @@ class LiteLLMClient:
             raise shape_error("GET /key/info", f"{_kind(body)} without an 'info' object")
         return body["info"]
 
+    def list_teams(self) -> list[dict[str, Any]]:
+        """Every team. A proxy without teams (the bundled sandbox; LiteLLM without a database) has none."""
+        try:
+            body = self.request("GET", "/team/list")
+        except ProxyError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        if not isinstance(body, list) or not all(isinstance(t, dict) for t in body):
+            raise shape_error("GET /team/list", f"{_kind(body)}, not a list of teams")
+        return body
+
+    def team_info(self, team_id: str) -> dict[str, Any] | None:
+        """{"team_info": ..., "keys": [...], "team_memberships": [...]}, or None if there is no such team."""
+        try:
+            body = self.request("GET", "/team/info", params={"team_id": team_id})
+        except ProxyError as exc:
+            if not_found(exc):
+                return None
+            raise
+        if not isinstance(body, dict) or not isinstance(body.get("team_info"), dict) \
+                or not isinstance(body.get("keys", []), list):
+            raise shape_error("GET /team/info", f"{_kind(body)} without a 'team_info' object and a 'keys' list")
+        return body
+
+    def new_team(self, body: dict[str, Any]) -> str:
+        answer = self._write("/team/new", body)
+        if not isinstance(answer.get("team_id"), str) or not answer["team_id"]:
+            raise shape_error("POST /team/new", "no 'team_id' string in the answer")
+        return answer["team_id"]
+
+    def update_team(self, body: dict[str, Any]) -> None:
+        self._write("/team/update", body)
+
+    def delete_team(self, team_id: str) -> None:
+        try:
+            self._write("/team/delete", {"team_ids": [team_id]})
+        except ProxyError as exc:
+            if not not_found(exc):
+                raise
+
+    def add_member(self, team_id: str, user_id: str, budget: float | None) -> None:
+        body: dict[str, Any] = {"team_id": team_id, "member": {"user_id": user_id, "role": "user"}}
+        if budget is not None:
+            body["max_budget_in_team"] = budget
+        try:
+            self._write("/team/member_add", body)
+        except ProxyError as exc:  # a repeat whose first answer was lost
+            if "already in team" not in exc.detail.lower():
+                raise
+            if budget is not None:
+                self.set_member_budget(team_id, user_id, budget)
+
+    def set_member_budget(self, team_id: str, user_id: str, budget: float | None) -> None:
+        self._write("/team/member_update", {"team_id": team_id, "user_id": user_id, "max_budget_in_team": budget})
+
+    def remove_member(self, team_id: str, user_id: str) -> None:
+        try:
+            self._write("/team/member_delete", {"team_id": team_id, "user_id": user_id})
+        except ProxyError as exc:
+            if not (not_found(exc) or "not found in team" in exc.detail.lower()):
+                raise
+
     def version(self) -> str | None:
         """LiteLLM's version, as /health/readiness reports it; None when it does not say (never an error)."""
         try:

@@ -41,12 +41,13 @@ class LiveKey:
     last_active: datetime | None = None
     created_by: str | None = None
     has_created_by: bool = True  # False on LiteLLM versions whose keys carry no created_by at all
+    team_id: str | None = None
 
     @classmethod
     def from_api(cls, obj: dict[str, Any]) -> LiveKey:
         """Parse one /key/list object, every field the diff reads checked for its type first: an answer of the
         wrong shape is a one-line ProxyError naming the field, never a traceback (or a guess)."""
-        check = _Checker(obj)
+        check = Checker(obj)
         return cls(
             token=check.text("token", required=True),
             alias=check.text("key_alias"),
@@ -63,6 +64,7 @@ class LiveKey:
             last_active=check.time("last_active"),
             created_by=check.text("created_by"),
             has_created_by="created_by" in obj,
+            team_id=check.text("team_id"),
         )
 
     @property
@@ -105,17 +107,17 @@ def _never_if_far(moment: datetime | None) -> datetime | None:
     return None if moment is not None and moment >= NEVER else moment
 
 
-class _Checker:
-    """Typed reads of one key object from the proxy."""
+class Checker:
+    """Typed reads of one object from the proxy: a key from /key/list, or a team from /team/list."""
 
-    def __init__(self, obj: dict[str, Any]):
-        self.obj = obj
+    def __init__(self, obj: dict[str, Any], route: str = "GET /key/list", what: str = "key", ident: str = "token"):
+        self.obj, self.route, self.what, self.ident = obj, route, what, ident
 
-    def _bad(self, name: str, expected: str) -> ProxyError:
-        token = self.obj.get("token")
-        which = f"key {token[:8]}…" if isinstance(token, str) and token else "a key"
-        return ProxyError("GET /key/list", 200, f"unexpected answer: {which} has {name} of type "
-                                                f"{type(self.obj.get(name)).__name__}, not {expected}")
+    def bad(self, name: str, expected: str) -> ProxyError:
+        ident = self.obj.get(self.ident)
+        which = f"{self.what} {ident[:8]}…" if isinstance(ident, str) and ident else f"a {self.what}"
+        return ProxyError(self.route, 200, f"unexpected answer: {which} has {name} of type "
+                                           f"{type(self.obj.get(name)).__name__}, not {expected}")
 
     def text(self, name: str, *, required: bool = False) -> Any:
         value = self.obj.get(name)
@@ -123,43 +125,43 @@ class _Checker:
             return value
         if value is None and not required:
             return None
-        raise self._bad(name, "a string")
+        raise self.bad(name, "a string")
 
     def strings(self, name: str) -> list[str]:
         value = self.obj.get(name) or []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._bad(name, "a list of strings")
+            raise self.bad(name, "a list of strings")
         return value
 
     def mapping(self, name: str) -> dict[str, Any]:
         value = self.obj.get(name)
         if value is not None and not isinstance(value, dict):
-            raise self._bad(name, "an object")
+            raise self.bad(name, "an object")
         return value or {}
 
     def flag(self, name: str) -> bool:
         value = self.obj.get(name)
         if value is not None and not isinstance(value, bool):
-            raise self._bad(name, "true or false")
+            raise self.bad(name, "true or false")
         return bool(value)
 
     def number(self, name: str) -> float | None:
         value = self.obj.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise self._bad(name, "a number")
+            raise self.bad(name, "a number")
         return value
 
     def integer(self, name: str) -> int | None:
         value = self.obj.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise self._bad(name, "an integer")
+            raise self.bad(name, "an integer")
         return value
 
     def time(self, name: str) -> datetime | None:
         value = self.obj.get(name)
         if value is not None and not isinstance(value, str):
-            raise self._bad(name, "a time")
+            raise self.bad(name, "a time")
         try:
             return parse_litellm_time(value)
         except ValueError:
-            raise self._bad(name, "an ISO-8601 time") from None
+            raise self.bad(name, "an ISO-8601 time") from None

@@ -6,10 +6,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .catalog import ModelCatalog
 from .live import LiveKey, user_id_for
+
+if TYPE_CHECKING:
+    from .teams import LiveTeam
 from .ownership import classify
 from .recipients import canonical
 from .records import KeyFile, Records
@@ -37,6 +40,8 @@ class Desired:
     expires: datetime | None
     blocked: bool
     recipients: tuple[str, ...]  # canonical, sorted: the developer's plus the admins'
+    team: str | None = None  # the roster team the key is bound to
+    team_id: str | None = None  # that team's id on the proxy; None until it is created
 
     @property
     def user_id(self) -> str:
@@ -49,21 +54,23 @@ class Desired:
     @property
     def data(self) -> dict[str, Any]:
         return {"alias": self.alias, "models": list(self.models), **self.limits.as_dict(),
-                "expires": iso(self.expires), "blocked": self.blocked}
+                "expires": iso(self.expires), "blocked": self.blocked, "team": self.team}
 
 
 @dataclass(frozen=True)
 class Change:
     kind: ClassVar[str]
     symbol: ClassVar[str]
-    order: ClassVar[int]  # creates and rotations first, so nobody is left without a key; deletes last
+    # Teams and memberships first, then creates and rotations, so nobody is left without a key; deletes last.
+    order: ClassVar[int]
+    subject: ClassVar[str] = "developer"  # what `name` names
     name: str
     reason: str
 
     @property
     def data(self) -> dict[str, Any]:
         """The change as JSON: what plan --format json prints and what the checksum covers. Never a secret."""
-        out = {"kind": self.kind, "developer": self.name, "reason": self.reason, **self._data()}
+        out = {"kind": self.kind, self.subject: self.name, "reason": self.reason, **self._data()}
         if self.risk:
             out["high_risk"] = self.risk
         return out
@@ -205,6 +212,7 @@ class Plan:
     now: datetime | None = None
     expiring: tuple[tuple[str, datetime], ...] = ()  # (developer, expiry) within keys.expiry_warning
     current_count: int = 0  # developers' current managed keys: what "all of them" means to the brakes
+    team_ids: tuple[tuple[str, str], ...] = ()  # (roster team, id) of the tool's teams on the proxy
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -233,6 +241,11 @@ class Plan:
         parts = [f"{self.count('create')} to create", f"{self.count('rotate')} to rotate",
                  f"{self.count('update', 'adopt')} to update", f"{self.count('delete', 'remove-file')} to delete"]
         text = "Plan: " + ", ".join(parts) + "."
+        teams = [self.count("create-team"), self.count("update-team", "adopt-team"), self.count("delete-team"),
+                 self.count("join-team", "leave-team", "member-budget")]
+        if any(teams):
+            text += (f" Teams: {teams[0]} to create, {teams[1]} to update, {teams[2]} to delete; {teams[3]} "
+                     "membership change(s).")
         if self.count("conflict"):
             text += f" {self.count('conflict')} conflict(s) need a decision."
         return text
@@ -265,11 +278,14 @@ class Options:
     no_delete: bool = False
 
 
-def fingerprint(keys: list[LiveKey]) -> str:
-    """Changes when any field the diff reads changes on any of these keys: for stale-plan detection."""
+def fingerprint(keys: list[LiveKey], teams: list[LiveTeam] | None = None) -> str:
+    """Changes when any field the diff reads changes on any of these keys or teams: for stale-plan detection."""
     rows = sorted((k.token, k.alias, k.models, k.blocked, iso(k.expires), k.user_id,
-                   json.dumps(k.metadata, sort_keys=True, default=str), tuple(k.limits.as_dict().values()))
+                   json.dumps(k.metadata, sort_keys=True, default=str), tuple(k.limits.as_dict().values()), k.team_id)
                   for k in keys)
+    if teams:  # absent for rosters without teams, so their fingerprints stay what they were
+        rows.append(sorted((t.team_id, t.models, tuple(t.settings().values()), t.members, t.admins,
+                            sorted(t.member_budgets.items())) for t in teams))
     return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
 
 
@@ -284,7 +300,8 @@ def desired_models(roster: Roster, developer: Developer, catalog: ModelCatalog |
     return tuple(sorted(models))
 
 
-def desired_state(roster: Roster, catalog: ModelCatalog | None, now: datetime) -> dict[str, Desired]:
+def desired_state(roster: Roster, catalog: ModelCatalog | None, now: datetime,
+                  team_ids: dict[str, str] | None = None) -> dict[str, Desired]:
     """Developers whose access has not expired, as keys."""
     admins = [canonical(r) for r in roster.keys.admin_recipients]
     out = {}
@@ -294,7 +311,8 @@ def desired_state(roster: Roster, catalog: ModelCatalog | None, now: datetime) -
         out[dev.name] = Desired(
             name=dev.name, alias=roster.keys.alias_for(dev.name), models=desired_models(roster, dev, catalog),
             limits=dev.limits, expires=dev.expires, blocked=dev.disabled,
-            recipients=tuple(sorted({canonical(dev.recipient), *admins})))
+            recipients=tuple(sorted({canonical(dev.recipient), *admins})),
+            team=dev.team, team_id=(team_ids or {}).get(dev.team) if dev.team else None)
     return out
 
 
@@ -320,7 +338,7 @@ def _same_expiry(a: datetime | None, b: datetime | None) -> bool:
     return abs(a - b) <= EXPIRY_TOLERANCE
 
 
-def _proxy_fields(want: Desired, key: LiveKey) -> list[tuple[str, Any, Any]]:
+def _proxy_fields(want: Desired, key: LiveKey, team_names: dict[str, str]) -> list[tuple[str, Any, Any]]:
     fields = []
     if key.alias != want.alias:
         fields.append(("key_alias", key.alias, want.alias))
@@ -337,6 +355,8 @@ def _proxy_fields(want: Desired, key: LiveKey) -> list[tuple[str, Any, Any]]:
         fields.append(("blocked", key.blocked, want.blocked))
     if key.user_id != want.user_id:
         fields.append(("user_id", key.user_id, want.user_id))
+    if key.team_id != want.team_id or (want.team is not None and want.team_id is None):
+        fields.append(("team", team_names.get(key.team_id or "", key.team_id), want.team))
     return fields
 
 
@@ -389,8 +409,18 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
 
 
 def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *,
-         catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options = Options()) -> Plan:
-    desired = desired_state(roster, catalog, now)
+         catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options = Options(),
+         teams: list[LiveTeam] | None = None) -> Plan:
+    from .teams import classify_teams, diff_teams  # teams.py builds on this module's Change
+
+    seen_teams = classify_teams(teams or [])
+    team_ids = seen_teams.ids(roster)
+    team_names = {team_id: name for name, team_id in team_ids.items()}
+    desired = desired_state(roster, catalog, now, team_ids)
+    team_changes, team_warnings = diff_teams(roster, seen_teams, desired)
+    # A roster team that exists nowhere and will not be made (a conflict holds its name): its members' keys wait.
+    made = set(team_ids) | {c.name for c in team_changes if c.kind == "create-team"}
+    waiting = {name for name, want in desired.items() if want.team is not None and want.team not in made}
     files = records.files
     seen = classify(roster, live, records, now)
     current, retiring, handmade = seen.current, seen.retiring, seen.handmade
@@ -401,13 +431,13 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     selected = (lambda name: True) if options.only is None else (lambda name: name in options.only)
 
     for name in sorted(desired):
-        if not selected(name) or name in seen.blocked:  # the Conflict below says why
+        if not selected(name) or name in seen.blocked or name in waiting:  # a Conflict says why
             continue
         want, dev = desired[name], roster.developer(name)
         assert dev is not None
         olds = retiring.get(name, [])
         action = _developer_change(roster, dev, want, current.get(name), handmade.get(name), files.get(name), olds,
-                                   now, options, proxy_url)
+                                   now, options, proxy_url, team_names)
         if not isinstance(action, Rotate):  # a rotation drops every rotated-out key itself
             changes.extend(_retiring_changes(roster, want, olds, now))
         if action is not None:
@@ -445,20 +475,23 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
             changes.append(Conflict(name, f"{problem}; it is never changed: delete it by hand if it is not wanted",
                                     key=key))
 
+    changes += [c for c in team_changes if selected(c.name) or c.subject == "team"]
+    warnings += team_warnings
     if options.no_delete:
-        changes = [c for c in changes if not isinstance(c, (Delete, RemoveFile))]
+        changes = [c for c in changes if not isinstance(c, (Delete, RemoveFile)) and c.kind != "delete-team"]
     if catalog is not None:
         warnings.extend(alias_warnings(roster, catalog))
     changes.sort(key=lambda c: (c.order, c.name, c.kind))
     aliases = {d.alias for d in desired.values()}
     relevant = [k for k in live if k.managed or k.alias in aliases]  # what the plan was computed from
     return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
-                + len(seen.unproven), roster.sha256, fingerprint(relevant), now, tuple(expiring), len(current))
+                + len(seen.unproven), roster.sha256, fingerprint(relevant, list(seen_teams.ours.values())), now,
+                tuple(expiring), len(current), tuple(sorted(team_ids.items())))
 
 
 def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,
                       file: KeyFile | None, olds: list[LiveKey], now: datetime, options: Options,
-                      proxy_url: str | None) -> Change | None:
+                      proxy_url: str | None, team_names: dict[str, str]) -> Change | None:
     """What one roster developer needs, if anything."""
     name = want.name
     drop = tuple(r.token for r in olds)  # their alias is about to be reused by the key being rotated out
@@ -474,7 +507,7 @@ def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKe
                 return _rotate(roster, want, hand, f"hand-made key to adopt is due for rotation: {due[0]}", drop, now,
                                revocation=due[1])
             return Adopt(name, "taking over a hand-made key in place; it keeps its secret", desired=want, key=hand,
-                         fields=tuple(_proxy_fields(want, hand)))
+                         fields=tuple(_proxy_fields(want, hand, team_names)))
         return Conflict(name, f"a key made by hand holds the alias {hand.alias}; re-run with --adopt {name} to take "
                               f"it over, or --replace {name} to rotate it into a delivered key", key=hand)
     if key is None:
@@ -486,7 +519,7 @@ def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKe
     due = _rotation_reason(roster, dev, want, key, file, now)
     if due is not None:
         return _rotate(roster, want, key, due[0], drop, now, revocation=due[1])
-    fields = _proxy_fields(want, key)
+    fields = _proxy_fields(want, key, team_names)
     file_fields = () if key.external else _file_fields(want, file, proxy_url)
     if not fields and not file_fields:
         return None

@@ -1,6 +1,6 @@
-"""The narrow interfaces the core is written against (as peribolos does with its clients): the proxy's key API, the
-sealer that encrypts key files, and the apply lock. LiteLLMClient, Sops, FileLock and LeaseLock implement them;
-tests put in-process fakes behind the same names."""
+"""The narrow interfaces the core is written against (as peribolos does with its clients): the proxy's key and team
+APIs, the sealer that encrypts key files, and the apply lock. LiteLLMClient, Sops, FileLock and LeaseLock implement
+them; tests put in-process fakes behind the same names."""
 
 from __future__ import annotations
 
@@ -25,6 +25,28 @@ class KeyAPI(Protocol):
     def block(self, token: str) -> None: ...
 
     def unblock(self, token: str) -> None: ...
+
+
+class TeamAPI(Protocol):
+    def list_teams(self) -> list[dict[str, Any]]: ...
+
+    def team_info(self, team_id: str) -> dict[str, Any] | None: ...
+
+    def new_team(self, body: dict[str, Any]) -> str: ...
+
+    def update_team(self, body: dict[str, Any]) -> None: ...
+
+    def delete_team(self, team_id: str) -> None: ...
+
+    def add_member(self, team_id: str, user_id: str, budget: float | None) -> None: ...
+
+    def set_member_budget(self, team_id: str, user_id: str, budget: float | None) -> None: ...
+
+    def remove_member(self, team_id: str, user_id: str) -> None: ...
+
+
+class ProxyAPI(KeyAPI, TeamAPI, Protocol):
+    """What apply needs: keys and teams."""
 
 
 class Sealer(Protocol):

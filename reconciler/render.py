@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .plan import Adopt, Change, Create, Delete, Plan, RemoveFile, Rotate, Update
+from .teams import AdoptTeam, CreateTeam, DeleteTeam, Join, Leave, MemberBudget, TeamConflict, UpdateTeam
 from .timeutil import format_duration, iso
 
 MARKDOWN_FOLD_AFTER = 20  # longer plans go inside <details> so the comment stays readable
@@ -31,6 +32,8 @@ def details(change: Change) -> list[str]:
         if limits:
             lines.append(", ".join(f"{k} {v}" for k, v in limits.items()))
         lines.append(f"expires {value_text(iso(want.expires), 'expires')}" + ("; blocked" if want.blocked else ""))
+        if want.team:
+            lines.append(f"team {want.team}")
         if isinstance(change, Rotate):
             old = f"old key {change.old.token[:8]}… ({change.old.alias})"
             if change.retire_at:
@@ -52,6 +55,23 @@ def details(change: Change) -> list[str]:
                                                                           else "")]
     if isinstance(change, RemoveFile):
         return [change.path]
+    if isinstance(change, CreateTeam):
+        settings = ", ".join(f"{k} {value_text(v, k)}" for k, v in change.settings if v is not None)
+        return [f"models {value_text(change.models) if change.models else 'all the proxy serves'}",
+                *([settings] if settings else [])]
+    if isinstance(change, (UpdateTeam, AdoptTeam)):
+        return [f"{name}: {value_text(before, name)} -> {value_text(after, name)}"
+                for name, before, after in change.fields]
+    if isinstance(change, (Join, Leave)):
+        budget = getattr(change, "budget", None)
+        return [f"team {change.team}" + (f", member budget {value_text(budget, 'max_budget')}" if budget else "")]
+    if isinstance(change, MemberBudget):
+        return [f"team {change.team}: {value_text(change.before, 'max_budget')} -> "
+                f"{value_text(change.after, 'max_budget')}"]
+    if isinstance(change, DeleteTeam):
+        return [f"team {change.team_id}"]
+    if isinstance(change, TeamConflict):
+        return [f"team {change.team.team_id} ({change.team.alias}); admins {value_text(change.team.admins)}"]
     return [f"key {change.data.get('token_prefix', '')[:8]}… ({change.data.get('alias')})"]
 
 

@@ -31,6 +31,7 @@ MAX_ALIAS_REPEATS = 10_000  # values visited again through aliases: what a YAML 
 MAX_DEPTH = 32  # a roster is four levels deep; thousands of levels only exhaust the stack
 TOO_DEEP = f"the document nests deeper than {MAX_DEPTH} levels; a roster is a few levels deep: check the brackets"
 LIMIT_FIELDS = ("max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests")
+TEAM_FIELDS = ("max_budget", "budget_duration", "tpm_limit", "rpm_limit")
 RETIRING_SUFFIX = "--retiring"
 # Headers that carry or redirect a credential: Host picks the backend behind a name-based ingress, the rest are
 # places LiteLLM (or a gateway in front of it) reads a key from. A roster, which pull requests edit, sets none.
@@ -86,6 +87,23 @@ class Developer:
     expires: datetime | None = None
     rotate: datetime | None = None  # the developer's own, or defaults.rotate, whichever is later
     disabled: bool = False
+    team: str | None = None  # the developer's own, or defaults.team
+
+
+@dataclass(frozen=True)
+class Team:
+    """A LiteLLM team the tool owns: its alias is the name."""
+
+    name: str
+    models: tuple[str, ...] = ()  # model and group names as written; none means every model the proxy serves
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    tpm_limit: int | None = None
+    rpm_limit: int | None = None
+    member_budget: float | None = None  # each member's budget inside the team (LiteLLM's max_budget_in_team)
+
+    def settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TEAM_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -120,9 +138,13 @@ class Roster:
     proxy_headers: dict[str, str] = field(default_factory=dict)
     kubernetes: KubeSettings | None = None
     model_refs: tuple[ModelRef, ...] = ()  # every model name as written, located; group names excluded
+    teams: tuple[Team, ...] = ()
 
     def developer(self, name: str) -> Developer | None:
         return self._by_name.get(name)
+
+    def team(self, name: str | None) -> Team | None:
+        return next((t for t in self.teams if t.name == name), None)
 
     @property
     def _by_name(self) -> dict[str, Developer]:
@@ -132,15 +154,15 @@ class Roster:
             object.__setattr__(self, "_index", index)
         return index
 
-    def models_for(self, developer: Developer) -> tuple[str, ...]:
+    def models_for(self, holder: Developer | Team) -> tuple[str, ...]:
         """Group names expanded; sorted and unique, as LiteLLM will be asked to store them."""
         names: set[str] = set()
-        for ref in developer.models:
+        for ref in holder.models:
             names.update(self.model_groups.get(ref, (ref,)))
         return tuple(sorted(names))
 
     def all_model_names(self) -> set[str]:
-        return {m for d in self.developers for m in self.models_for(d)}
+        return {m for holder in (*self.developers, *self.teams) for m in self.models_for(holder)}
 
     @property
     def delivery_path(self) -> Path:
@@ -482,6 +504,29 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
     _check_instant(defaults, ("defaults",), "rotate", add, end_of_day=False)
     _check_budget(defaults, ("defaults",), add)
 
+    teams: dict[str, int] = {}
+    for i, team in enumerate(data.get("teams") if isinstance(data.get("teams"), list) else []):
+        if not isinstance(team, dict):
+            continue
+        name = team.get("name")
+        if isinstance(name, str):
+            if name in teams:
+                add(("teams", i, "name"), f"team '{name}' is listed twice (first at line {teams[name]}); team names "
+                                          "must be unique")
+            else:
+                teams[name] = located.of_value(("teams", i, "name"))[0]
+        check_models(("teams", i, "models"), team.get("models"))
+        _check_budget(team, ("teams", i), add)
+
+    def check_team(path: Path_, obj: dict) -> None:
+        team = obj.get("team")
+        if isinstance(team, str) and team not in teams:
+            close = difflib.get_close_matches(team, list(teams), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else \
+                f"add it under teams, or name one of: {', '.join(sorted(teams)) or 'none yet'}"
+            add(path + ("team",), f"no team '{team}' under teams; {hint}")
+
+    check_team(("defaults",), defaults)
     seen: dict[str, int] = {}
     for i, dev in enumerate(data.get("developers") or [] if isinstance(data.get("developers"), list) else []):
         if not isinstance(dev, dict):
@@ -504,6 +549,7 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
         _check_instant(dev, path, "expires", add, end_of_day=True)
         _check_instant(dev, path, "rotate", add, end_of_day=False)
         _check_budget(dev, path, add)
+        check_team(path, dev)
     return problems
 
 
@@ -539,6 +585,7 @@ def _developer(dev: dict, defaults: dict) -> Developer:
         expires=parse_instant(dev["expires"], end_of_day=True) if dev.get("expires") else None,
         rotate=max(rotates) if rotates else None,
         disabled=bool(dev.get("disabled", False)),
+        team=dev.get("team", defaults.get("team")),
     )
 
 
@@ -581,6 +628,8 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
         proxy_headers=dict(proxy.get("headers", {})),
         kubernetes=_kube_settings(proxy.get("kubernetes")),
         model_refs=tuple(_model_refs(data, located)),
+        teams=tuple(Team(name=t["name"], models=tuple(t.get("models", ())), member_budget=t.get("member_budget"),
+                         **{f: t.get(f) for f in TEAM_FIELDS}) for t in data.get("teams", ())),
     )
 
 
@@ -588,6 +637,7 @@ def _model_refs(data: dict, located: _Located) -> list[ModelRef]:
     groups = data.get("model_groups", {})
     places: list[tuple[Any, ...]] = [("model_groups", g) for g in groups] + [("defaults", "models")]
     places += [("developers", i, "models") for i, d in enumerate(data["developers"]) if "models" in d]
+    places += [("teams", i, "models") for i, t in enumerate(data.get("teams", ())) if "models" in t]
     out = []
     for place in places:
         node: Any = data

@@ -33,6 +33,7 @@ from .records import read_records
 from .redact import REDACT
 from .roster import Roster
 from .safety import Brakes
+from .teams import LiveTeam, classify_teams
 from .timeutil import parse_instant, utcnow
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def check_reviewed(plan: Plan, roster_path: str, *, reviewed_file: str | None, c
         if reviewed.get("roster_sha256") != plan.roster_sha256:
             raise StalePlanError(f"plan is stale: {roster_path} changed since {reviewed_file} was made; plan again")
         if reviewed.get("checksum") != plan.checksum:
-            what = "the live keys changed" if reviewed.get("live_fingerprint") != plan.live_fingerprint \
+            what = "the live keys or teams changed" if reviewed.get("live_fingerprint") != plan.live_fingerprint \
                 else "the changes differ"
             raise StalePlanError(f"plan is stale: {what} since {reviewed_file} was made "
                                  f"({reviewed.get('summary')} then; {plan.summary} now); plan again")
@@ -248,15 +249,27 @@ class Session:
     def live_keys(self) -> list[LiveKey]:
         return [LiveKey.from_api(obj) for obj in self.client.list_keys()]
 
+    def live_teams(self) -> list[LiveTeam]:
+        """Every team, and for the tool's own the members' budgets and spend (one /team/info each)."""
+        teams = [LiveTeam.from_api(obj) for obj in self.client.list_teams()]
+        ours = [t.team_id for t in classify_teams(teams).ours.values()]
+        if not ours:
+            return teams
+        with ThreadPoolExecutor(min(8, len(ours))) as pool:
+            infos = dict(zip(ours, pool.map(self.client.team_info, ours), strict=True))
+        return [t.with_memberships((infos[t.team_id] or {}).get("team_memberships")) if t.team_id in infos else t
+                for t in teams]
+
     def plan(self, options: Options | None = None) -> Plan:
-        # The proxy's three answers are independent: one round trip for all, while the key files are read.
-        with ThreadPoolExecutor(3) as pool:
-            asked = pool.submit(self.catalog), pool.submit(self.live_keys), pool.submit(self.client.version)
+        # The proxy's answers are independent: one round trip for all, while the key files are read.
+        with ThreadPoolExecutor(4) as pool:
+            asked = (pool.submit(self.catalog), pool.submit(self.live_keys), pool.submit(self.live_teams),
+                     pool.submit(self.client.version))
             records = read_records(self.roster.delivery_path)
-            catalog, live, version = (future.result() for future in asked)
+            catalog, live, teams, version = (future.result() for future in asked)
         check_models(self.roster, catalog)
         plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
-                    options=options or Options())
+                    options=options or Options(), teams=teams)
         warning = version_warning(version)
         return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan
 
@@ -290,10 +303,14 @@ class Session:
         target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
         return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", holder)
 
-    def status_rows(self) -> list[Any]:
+    def status_rows(self) -> tuple[list[Any], list[Any]]:
+        """Key rows and team rows."""
         from .status import status_rows
 
-        return status_rows(self.roster, self.live_keys(), read_records(self.roster.delivery_path), self.clock())
+        with ThreadPoolExecutor(2) as pool:
+            keys, teams = pool.submit(self.live_keys), pool.submit(self.live_teams)
+            records = read_records(self.roster.delivery_path)
+            return status_rows(self.roster, keys.result(), records, self.clock(), teams.result())
 
     def apply(self, options: Options, sealer: Sealer, *, lock_timeout: float = 0.0, reviewed_file: str | None = None,
               checksum: str | None = None, brakes: Brakes | None = None, force: bool = False,
@@ -384,4 +401,5 @@ def import_roster_text(settings: Settings, alias: str) -> tuple[str, int]:
     with LiteLLMClient(settings.proxy_url, credential, actor=settings.actor, verify=settings.ca_bundle or True,
                        timeout=settings.timeout) as client:
         live = [LiveKey.from_api(obj) for obj in client.list_keys()]
-    return import_roster(live, alias, normalize_url(settings.proxy_url))
+        teams = [LiveTeam.from_api(obj) for obj in client.list_teams()]
+    return import_roster(live, alias, normalize_url(settings.proxy_url), teams)

@@ -7,11 +7,12 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from .live import LiveKey
+from .live import USER_PREFIX, LiveKey
 from .ownership import classify
 from .records import Records
 from .render import markdown_cell
 from .roster import Roster
+from .teams import LiveTeam, classify_teams
 from .timeutil import humanize, iso
 
 
@@ -28,9 +29,21 @@ class StatusRow:
     max_budget: float | None
     last_active: str | None
     token_prefix: str | None
+    team: str | None = None
 
 
-def _row(roster: Roster, name: str, key: LiveKey | None, state: str, now: datetime) -> StatusRow:
+@dataclass(frozen=True)
+class TeamRow:
+    team: str
+    state: str  # active, not created, not in roster
+    spend: float | None
+    max_budget: float | None
+    budget_duration: str | None
+    members: list[dict]  # {"developer", "spend", "budget"}: each member's spend and budget inside the team
+
+
+def _row(roster: Roster, name: str, key: LiveKey | None, state: str, now: datetime,
+         team_names: dict[str, str]) -> StatusRow:
     dev = roster.developer(name)
     due = None
     if key is not None and key.created_at is not None and key.retire_at is None:
@@ -45,43 +58,69 @@ def _row(roster: Roster, name: str, key: LiveKey | None, state: str, now: dateti
         models=list(key.models) if key else [], age=humanize(now - key.created_at) if key and key.created_at else None,
         expires_in=humanize(key.expires - now) if key and key.expires else None, rotation_due_in=due,
         spend=key.spend if key else None, max_budget=key.limits.max_budget if key else None,
-        last_active=iso(key.last_active) if key else None, token_prefix=key.token[:8] if key else None)
+        last_active=iso(key.last_active) if key else None, token_prefix=key.token[:8] if key else None,
+        team=team_names.get(key.team_id or "", key.team_id) if key else None)
 
 
-def status_rows(roster: Roster, live: list[LiveKey], records: Records, now: datetime) -> list[StatusRow]:
+def status_rows(roster: Roster, live: list[LiveKey], records: Records, now: datetime,
+                teams: list[LiveTeam] | None = None) -> tuple[list[StatusRow], list[TeamRow]]:
     seen = classify(roster, live, records, now)
+    ours = classify_teams(teams or []).ours
+    names = {team.team_id: name for name, team in ours.items()}
     rows = []
     for name, key in seen.current.items():
         state = "not in roster" if roster.developer(name) is None else "blocked" if key.blocked else \
             "expired" if key.expired(now) else "active"
-        rows.append(_row(roster, name, key, state, now))
-    rows += [_row(roster, name, key, "retiring", now) for name, keys in seen.retiring.items() for key in keys]
-    rows += [_row(roster, key.roster_name or "?", key, "second key", now) for key in seen.extra_current]
-    rows += [_row(roster, name, key, "hand-made", now) for name, key in seen.handmade.items()]
-    rows += [_row(roster, key.roster_name or "?", key, "unproven claim", now) for key, _ in seen.unproven]
+        rows.append(_row(roster, name, key, state, now, names))
+    rows += [_row(roster, name, key, "retiring", now, names) for name, keys in seen.retiring.items() for key in keys]
+    rows += [_row(roster, key.roster_name or "?", key, "second key", now, names) for key in seen.extra_current]
+    rows += [_row(roster, name, key, "hand-made", now, names) for name, key in seen.handmade.items()]
+    rows += [_row(roster, key.roster_name or "?", key, "unproven claim", now, names) for key, _ in seen.unproven]
     named = {r.developer for r in rows}
-    rows += [_row(roster, d.name, None, "no key", now) for d in roster.developers if d.name not in named]
-    return sorted(rows, key=lambda r: (r.developer, r.state != "active", r.alias or ""))
+    rows += [_row(roster, d.name, None, "no key", now, names) for d in roster.developers if d.name not in named]
+    team_rows = [_team_row(name, ours.get(name), "active" if name in ours else "not created")
+                 for name in (t.name for t in roster.teams)]
+    team_rows += [_team_row(name, team, "not in roster") for name, team in ours.items() if roster.team(name) is None]
+    return sorted(rows, key=lambda r: (r.developer, r.state != "active", r.alias or "")), team_rows
 
 
-def _spend(row: StatusRow) -> str:
-    if row.spend is None:
-        return ""
-    return f"{row.spend:g} / {row.max_budget if row.max_budget is not None else '-'}"
+def _team_row(name: str, team: LiveTeam | None, state: str) -> TeamRow:
+    members = [] if team is None else [
+        {"developer": user[len(USER_PREFIX):], "spend": team.member_spend.get(user, 0.0),
+         "budget": team.member_budgets.get(user)} for user in team.members if user.startswith(USER_PREFIX)]
+    return TeamRow(team=name, state=state, spend=team.spend if team else None,
+                   max_budget=team.max_budget if team else None,
+                   budget_duration=team.budget_duration if team else None, members=members)
 
 
-def render_status(rows: list[StatusRow], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps({"format_version": 1, "keys": [asdict(r) for r in rows]}, indent=2) + "\n"
-    headers = ["developer", "state", "alias", "models", "age", "expires in", "rotation due", "spend / budget",
-               "last active"]
-    table = [[r.developer, r.state, r.alias or "", ", ".join(r.models), r.age or "", r.expires_in or "never",
-              r.rotation_due_in or "", _spend(r),
-              r.last_active or ""] for r in rows]
+def _table(headers: list[str], table: list[list[str]], fmt: str) -> list[str]:
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        return "\n".join(lines + ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in table]) + "\n"
+        return lines + ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in table]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    return lines + ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+
+
+def _money(spend: float | None, budget: float | None) -> str:
+    return "" if spend is None else f"{spend:g} / {budget if budget is not None else '-'}"
+
+
+def render_status(rows: list[StatusRow], fmt: str, teams: list[TeamRow] | None = None) -> str:
+    teams = teams or []
+    if fmt == "json":
+        return json.dumps({"format_version": 1, "keys": [asdict(r) for r in rows],
+                           "teams": [asdict(t) for t in teams]}, indent=2) + "\n"
+    headers = ["developer", "state", "alias", "models", "age", "expires in", "rotation due", "spend / budget",
+               "last active"] + (["team"] if teams else [])
+    table = [[r.developer, r.state, r.alias or "", ", ".join(r.models), r.age or "", r.expires_in or "never",
+              r.rotation_due_in or "", _money(r.spend, r.max_budget), r.last_active or ""]
+             + ([r.team or ""] if teams else []) for r in rows]
+    lines = _table(headers, table, fmt)
+    if teams:  # each team's spend against its budget, beside each member's inside it
+        lines += ["", *_table(
+            ["team", "state", "spend / budget", "budget period", "members (spend / budget in team)"],
+            [[t.team, t.state, _money(t.spend, t.max_budget), t.budget_duration or "",
+              ", ".join(f"{m['developer']} {_money(m['spend'], m['budget'])}" for m in t.members)] for t in teams],
+            fmt)]
     return "\n".join(lines) + "\n"

@@ -51,13 +51,15 @@ class Workspace:
     def keys(self) -> Path:
         return self.root / "keys"
 
-    def write_roster(self, developers: list[dict[str, Any]], *, proxy_url: bool = True, **keys: Any) -> None:
+    def write_roster(self, developers: list[dict[str, Any]], *, proxy_url: bool = True,
+                     teams: list[dict[str, Any]] | None = None, **keys: Any) -> None:
         doc = {
             "version": 1,
             **({"proxy": {"url": self.url}} if proxy_url else {}),
             "keys": {"alias": "claude-code-{name}", "grace": "0",
                      "admin_recipients": [self.people["admin"].recipient], **keys},
             "model_groups": {"claude-code": ["claude-sonnet-4-5-20250929", "claude-3-opus-20240229"]},
+            **({"teams": teams} if teams is not None else {}),
             "defaults": {"models": ["claude-code"]},
             "developers": [{"recipient": self.people[d["name"]].recipient, **d} for d in developers],
         }

@@ -1,0 +1,333 @@
+"""The roster's teams against the proxy's: which teams are the tool's, and the changes that make them match. Pure.
+
+A team is the tool's when its metadata says so and nobody but the proxy admin can administer it: no admin member
+other than the master key's user, and no organization (whose admins would control it). That is the property that
+matters, because a team's admins can manage its members' keys (docs/design.md, "Teams"). A team that claims to be
+ours and fails it is a conflict, never changed, and no key is bound to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import TOOL_NAME
+from .live import ADMIN_CREATOR, MARKER, USER_PREFIX, Checker, user_id_for
+from .plan import Change, Conflict, Desired
+from .roster import TEAM_FIELDS, Roster, Team
+
+TEAM_ROUTE = "GET /team/list"
+
+
+@dataclass(frozen=True)
+class LiveTeam:
+    team_id: str
+    alias: str | None
+    models: tuple[str, ...]
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    tpm_limit: int | None = None
+    rpm_limit: int | None = None
+    spend: float = 0.0
+    organization_id: str | None = None
+    admins: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()  # role "user"
+    member_permissions: tuple[str, ...] = ()
+    # From /team/info, for the tool's own teams only: each member's budget inside the team, and spend.
+    member_budgets: dict[str, float | None] = field(default_factory=dict, hash=False, compare=False)
+    member_spend: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def from_api(cls, obj: dict[str, Any]) -> LiveTeam:
+        check = Checker(obj, TEAM_ROUTE, "team", "team_id")
+        roles = obj.get("members_with_roles") or []
+        if not isinstance(roles, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("user_id"), (str, type(None))) for m in roles):
+            raise check.bad("members_with_roles", "a list of members")
+        admins = {m["user_id"] for m in roles if m.get("role") == "admin" and m.get("user_id")}
+        admins.update(check.strings("admins"))
+        return cls(
+            team_id=check.text("team_id", required=True),
+            alias=check.text("team_alias"),
+            models=tuple(check.strings("models")),
+            metadata=dict(check.mapping("metadata")),
+            max_budget=check.number("max_budget"),
+            budget_duration=check.text("budget_duration"),
+            tpm_limit=check.integer("tpm_limit"),
+            rpm_limit=check.integer("rpm_limit"),
+            spend=check.number("spend") or 0.0,
+            organization_id=check.text("organization_id"),
+            admins=tuple(sorted(admins)),
+            members=tuple(sorted({m["user_id"] for m in roles if m.get("role") != "admin" and m.get("user_id")})),
+            member_permissions=tuple(check.strings("team_member_permissions")),
+        )
+
+    def with_memberships(self, memberships: Any) -> LiveTeam:
+        """/team/info's team_memberships: each member's budget inside the team, and their spend in it."""
+        budgets: dict[str, float | None] = {}
+        spend: dict[str, float] = {}
+        for row in memberships if isinstance(memberships, list) else []:
+            if not isinstance(row, dict) or not isinstance(row.get("user_id"), str):
+                continue
+            table = row.get("litellm_budget_table")
+            budget = table.get("max_budget") if isinstance(table, dict) else None
+            budgets[row["user_id"]] = budget if isinstance(budget, (int, float)) else None
+            if isinstance(row.get("spend"), (int, float)):
+                spend[row["user_id"]] = float(row["spend"])
+        return replace(self, member_budgets=budgets, member_spend=spend)
+
+    @property
+    def claims(self) -> str | None:
+        """The roster team name this team's metadata claims, if it claims to be the tool's."""
+        name = self.metadata.get("roster_team")
+        return name if self.metadata.get(MARKER) == TOOL_NAME and isinstance(name, str) else None
+
+    def settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TEAM_FIELDS}
+
+
+def team_metadata(name: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**(base or {}), MARKER: TOOL_NAME, "roster_team": name}
+
+
+@dataclass(frozen=True)
+class TeamsSeen:
+    ours: dict[str, LiveTeam]  # roster team name -> the tool's team
+    unproven: list[tuple[LiveTeam, str]]
+    handmade: dict[str, LiveTeam] = field(default_factory=dict)  # alias -> a team made by hand, claiming nothing
+
+    def ids(self, roster: Roster) -> dict[str, str]:
+        """Roster team -> id, for binding keys: the tool's teams, and the hand-made ones this plan takes over."""
+        ids = {name: team.team_id for name, team in self.ours.items()}
+        for team in roster.teams if roster.keys.adopt_unmanaged else ():
+            hand = self.handmade.get(team.name)
+            if team.name not in ids and hand is not None and _admin_problem(hand) is None:
+                ids[team.name] = hand.team_id
+        return ids
+
+
+def _admin_problem(team: LiveTeam) -> str | None:
+    """Who besides the proxy admin controls this team, if anyone."""
+    others = [a for a in team.admins if a != ADMIN_CREATOR]
+    if others:
+        return f"{', '.join(others)} can administer it"
+    if team.organization_id:
+        return f"it belongs to organization {team.organization_id}, whose admins control it"
+    return None
+
+
+def classify_teams(teams: list[LiveTeam]) -> TeamsSeen:
+    ours: dict[str, LiveTeam] = {}
+    unproven: list[tuple[LiveTeam, str]] = []
+    handmade: dict[str, LiveTeam] = {}
+    for team in sorted(teams, key=lambda t: t.team_id):
+        name = team.claims
+        if name is None:
+            if team.alias:
+                handmade.setdefault(team.alias, team)
+            continue
+        problem = _admin_problem(team)
+        if problem:
+            unproven.append((team, f"team {team.alias or team.team_id} claims to be the roster's team {name}, but "
+                                   f"{problem}"))
+        elif name in ours:
+            unproven.append((team, f"a second team ({team.team_id}) claims to be the roster's team {name}"))
+        else:
+            ours[name] = team
+    return TeamsSeen(ours, unproven, handmade)
+
+
+# ---------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True)
+class TeamChange(Change):
+    subject = "team"
+
+
+@dataclass(frozen=True)
+class CreateTeam(TeamChange):
+    kind, symbol, order = "create-team", "+", -2
+    models: tuple[str, ...] = ()
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    def _data(self) -> dict[str, Any]:
+        return {"after": {"models": list(self.models), **dict(self.settings)}}
+
+
+@dataclass(frozen=True)
+class UpdateTeam(TeamChange):
+    kind, symbol, order = "update-team", "~", -2
+    team_id: str = ""
+    fields: tuple[tuple[str, Any, Any], ...] = ()
+
+    def _data(self) -> dict[str, Any]:
+        return {"team_id": self.team_id, "before": {f: b for f, b, _ in self.fields},
+                "after": {f: a for f, _, a in self.fields}}
+
+
+@dataclass(frozen=True)
+class AdoptTeam(TeamChange):
+    """Take over a team made by hand that carries a roster team's name: it gains the marker and the settings."""
+
+    kind, symbol, order = "adopt-team", "~", -2
+    team_id: str = ""
+    fields: tuple[tuple[str, Any, Any], ...] = ()
+    metadata: tuple[tuple[str, Any], ...] = ()  # the team's own, kept beside the marker
+
+    def _data(self) -> dict[str, Any]:
+        return {"team_id": self.team_id, "before": {f: b for f, b, _ in self.fields},
+                "after": {f: a for f, _, a in self.fields}}
+
+    @property
+    def risk(self) -> str | None:
+        return f"takes over team {self.name}, made by hand: its keys stay, its settings become the roster's"
+
+
+@dataclass(frozen=True)
+class DeleteTeam(TeamChange):
+    kind, symbol, order = "delete-team", "-", 3
+    team_id: str = ""
+
+    def _data(self) -> dict[str, Any]:
+        return {"team_id": self.team_id}
+
+    @property
+    def risk(self) -> str | None:
+        return f"deletes team {self.name} (LiteLLM would delete any key still bound to it: apply checks first)"
+
+
+@dataclass(frozen=True)
+class Join(Change):
+    """A developer becomes a member of a team (and gets its member budget)."""
+
+    kind, symbol, order = "join-team", "+", -1
+    team: str = ""
+    budget: float | None = None
+
+    def _data(self) -> dict[str, Any]:
+        return {"team": self.team, "member_budget": self.budget}
+
+
+@dataclass(frozen=True)
+class MemberBudget(Change):
+    kind, symbol, order = "member-budget", "~", -1
+    team: str = ""
+    before: float | None = None
+    after: float | None = None
+
+    def _data(self) -> dict[str, Any]:
+        return {"team": self.team, "before": self.before, "after": self.after}
+
+
+@dataclass(frozen=True)
+class Leave(Change):
+    kind, symbol, order = "leave-team", "-", 2
+    team: str = ""
+    team_id: str = ""
+
+    def _data(self) -> dict[str, Any]:
+        return {"team": self.team}
+
+
+@dataclass(frozen=True)
+class TeamConflict(Conflict):
+    subject = "team"
+    team: LiveTeam = None  # type: ignore[assignment]
+
+    def _data(self) -> dict[str, Any]:
+        return {"team_id": self.team.team_id, "alias": self.team.alias, "admins": list(self.team.admins)}
+
+
+# ---------------------------------------------------------------- diff
+
+
+def _same(before: Any, after: Any) -> bool:
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        return float(before) == float(after)
+    return before == after
+
+
+def team_fields(roster: Roster, want: Team, team: LiveTeam) -> list[tuple[str, Any, Any]]:
+    fields = []
+    models = list(roster.models_for(want))
+    if sorted(team.models) != models:
+        fields.append(("models", sorted(team.models), models))
+    for name in TEAM_FIELDS:
+        before, after = getattr(team, name), getattr(want, name)
+        if not _same(before, after):
+            fields.append((name, before, after))
+    if team.member_permissions:  # members who may manage keys could manage each other's: the tool grants none
+        fields.append(("team_member_permissions", list(team.member_permissions), []))
+    return fields
+
+
+def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired]) -> tuple[list[Change], list[str]]:
+    """Team changes and warnings. Keys are bound to teams by the key diff (Desired.team)."""
+    changes: list[Change] = []
+    warnings: list[str] = []
+    members: dict[str, list[str]] = {t.name: [] for t in roster.teams}
+    for want in desired.values():
+        if want.team is not None:
+            members[want.team].append(want.name)
+    for want in roster.teams:
+        live = seen.ours.get(want.name)
+        hand = seen.handmade.get(want.name) if live is None else None
+        if hand is not None:
+            problem = _admin_problem(hand)
+            if problem or not roster.keys.adopt_unmanaged:
+                why = f"{problem}, so it cannot be taken over" if problem else \
+                    "set keys.adopt_unmanaged: true to take it over in place, or rename the roster's team"
+                changes.append(TeamConflict(want.name, f"a team made by hand is called {want.name}: {why}; its "
+                                                       "members' keys wait until then", team=hand))
+                continue
+            changes.append(AdoptTeam(want.name, "taking over a team made by hand", team_id=hand.team_id,
+                                     fields=tuple(team_fields(roster, want, hand)),
+                                     metadata=tuple(sorted(hand.metadata.items()))))
+            live = hand
+        elif live is None:
+            changes.append(CreateTeam(want.name, "new in the roster", models=roster.models_for(want),
+                                      settings=tuple(want.settings().items())))
+        else:
+            fields = team_fields(roster, want, live)
+            if fields:
+                changes.append(UpdateTeam(want.name, f"{', '.join(f for f, _, _ in fields)} differ from the roster",
+                                          team_id=live.team_id, fields=tuple(fields)))
+            if want.max_budget is not None and live.spend > want.max_budget:
+                warnings.append(f"team {want.name}: its budget ${want.max_budget:g} is under what it has spent "
+                                f"(${live.spend:.2f}): its keys are refused until the budget resets")
+            strangers = [m for m in live.members if not m.startswith(USER_PREFIX)]
+            if strangers:
+                warnings.append(f"team {want.name}: members the roster does not list are left alone: "
+                                f"{', '.join(strangers)}")
+        present = set(live.members) if live else set()
+        for name in sorted(members[want.name]):
+            user = user_id_for(name)
+            if user not in present:
+                changes.append(Join(name, f"member of team {want.name} in the roster", team=want.name,
+                                    budget=want.member_budget))
+            elif want.member_budget is not None and not _same(live.member_budgets.get(user), want.member_budget):
+                changes.append(MemberBudget(name, f"member budget in team {want.name} differs from the roster",
+                                            team=want.name, before=live.member_budgets.get(user),
+                                            after=want.member_budget))
+        listed = {user_id_for(n) for n in members[want.name]}
+        for user in sorted(present - listed):
+            if user.startswith(USER_PREFIX):
+                changes.append(Leave(user[len(USER_PREFIX):], f"no longer in team {want.name} in the roster",
+                                     team=want.name, team_id=live.team_id))
+    wanted = {t.name for t in roster.teams}
+    for name, live in sorted(seen.ours.items()):
+        if name not in wanted:
+            changes.append(DeleteTeam(name, "no longer in the roster", team_id=live.team_id))
+    for team, problem in seen.unproven:
+        changes.append(TeamConflict(team.claims or team.team_id, f"{problem}; it is never changed, and no key is "
+                                                                  "bound to it", team=team))
+    for want in desired.values():
+        team = roster.team(want.team)
+        allowed = set(roster.models_for(team)) if team is not None and team.models else None
+        outside = sorted(m for m in want.models if allowed is not None and m not in allowed)
+        if outside:
+            warnings.append(f"{want.name}: {', '.join(outside)} not among team {want.team}'s models: LiteLLM "
+                            "refuses them for this key")
+    return changes, warnings

@@ -1,0 +1,176 @@
+"""Teams end to end on LiteLLM's real proxy on PostgreSQL: two teams and five developers plan, apply and re-plan
+empty, and survive a member moved between teams, a team budget lowered under its spend, a team deleted by hand
+between plan and apply, and a team that claims to be the roster's but is administered by someone else."""
+
+from __future__ import annotations
+
+import json
+
+OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
+TEAMS = [{"name": "platform", "models": ["claude-code"], "max_budget": 100, "budget_duration": "30d",
+          "rpm_limit": 60, "member_budget": 20},
+         {"name": "data", "models": [SONNET], "max_budget": 50}]
+DEVELOPERS = [{"name": "jane", "team": "platform"}, {"name": "john", "team": "platform"},
+              {"name": "priya", "team": "platform"}, {"name": "ada", "team": "data", "models": [SONNET]},
+              {"name": "omar", "team": "data", "models": [SONNET]}]
+
+
+def _teams(litellm) -> dict[str, dict]:
+    """The roster's teams as LiteLLM holds them, by alias, with their members and their keys' aliases."""
+    out = {}
+    for team in litellm.http.get("/team/list").json():
+        if (team.get("metadata") or {}).get("managed_by") != "litellm-roster":
+            continue
+        info = litellm.http.get("/team/info", params={"team_id": team["team_id"]}).json()
+        budgets = {m["user_id"]: (m.get("litellm_budget_table") or {}).get("max_budget")
+                   for m in info["team_memberships"]}
+        out[team["team_alias"]] = {
+            "id": team["team_id"], "max_budget": team["max_budget"], "models": sorted(team["models"]),
+            "members": sorted(m["user_id"] for m in team["members_with_roles"] if m["role"] == "user"),
+            "budgets": {u: b for u, b in budgets.items() if u.startswith("roster:")},
+            "keys": sorted(k["key_alias"] for k in info["keys"])}
+    return out
+
+
+def _converged(ws) -> None:
+    replan = ws.run("plan", "--detailed-exitcode")
+    assert replan.rc == 0 and "No changes." in replan.stdout, replan.stdout + replan.stderr
+
+
+def test_two_teams_five_developers_apply_and_replan_empty(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS, teams=TEAMS)
+    plan = ws.run("plan")
+    assert "Teams: 2 to create, 0 to update, 0 to delete; 5 membership change(s)." in plan.stdout, plan.stdout
+    # Teams come before the keys that are bound to them.
+    assert plan.stdout.index("create-team") < plan.stdout.index("join-team") < plan.stdout.index(" create:")
+    applied = ws.run("apply")
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    assert "Apply complete: 12 done, 0 failed." in applied.stdout
+    teams = _teams(litellm)
+    assert teams["platform"]["members"] == ["roster:jane", "roster:john", "roster:priya"]
+    assert teams["platform"]["budgets"] == dict.fromkeys(teams["platform"]["members"], 20.0)
+    assert teams["platform"]["keys"] == ["claude-code-jane", "claude-code-john", "claude-code-priya"]
+    assert teams["platform"]["models"] == [OPUS, SONNET] and teams["data"]["models"] == [SONNET]
+    assert teams["data"]["keys"] == ["claude-code-ada", "claude-code-omar"]
+    assert litellm.models_for(ws.decrypt("ada")) == [SONNET]  # LiteLLM's auth, through the team
+    _converged(ws)
+    status = json.loads(ws.run("status", "--format", "json").stdout)
+    assert {k["developer"]: k["team"] for k in status["keys"]} == {d["name"]: d["team"] for d in DEVELOPERS}
+    platform = next(t for t in status["teams"] if t["team"] == "platform")
+    assert (platform["state"], platform["spend"], platform["max_budget"]) == ("active", 0.0, 100.0)
+    assert platform["members"] == [{"developer": n, "spend": 0.0, "budget": 20.0} for n in ("jane", "john", "priya")]
+
+    # A member moves: joins the new team, the key is rebound, then leaves the old one. The key keeps its secret.
+    jane = ws.decrypt("jane")
+    moved = [{**d, "team": "data", "models": [SONNET]} if d["name"] == "jane" else d for d in DEVELOPERS]
+    ws.write_roster(moved, teams=TEAMS)
+    applied = ws.run("apply")
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    teams = _teams(litellm)
+    assert "roster:jane" in teams["data"]["members"] and "roster:jane" not in teams["platform"]["members"]
+    assert "claude-code-jane" in teams["data"]["keys"] and "claude-code-jane" not in teams["platform"]["keys"]
+    assert ws.decrypt("jane") == jane and litellm.models_for(jane) == [SONNET]
+    _converged(ws)
+
+
+def test_team_budget_lowered_under_its_spend(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS[3:], teams=TEAMS[1:])
+    assert ws.run("apply").rc == 0
+    team = _teams(litellm)["data"]
+    litellm.database.psql(litellm.database.DATABASE, "-c",
+                          f"""UPDATE "LiteLLM_TeamTable" SET spend = 30 WHERE team_id = '{team["id"]}'""")
+    ws.write_roster(DEVELOPERS[3:], teams=[{**TEAMS[1], "max_budget": 10}])
+    plan = ws.run("plan")
+    assert "max_budget: 50.0 -> 10" in plan.stdout, plan.stdout
+    assert "team data: its budget $10 is under what it has spent ($30.00)" in plan.stdout
+    assert ws.run("apply").rc == 0
+    assert _teams(litellm)["data"]["max_budget"] == 10
+    _converged(ws)
+    status = ws.run("status").stdout
+    assert "data  active  30 / 10.0  " in status, status  # the team's spend against its budget
+
+
+def test_team_deleted_by_hand_between_plan_and_apply(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS[3:], teams=TEAMS[1:])
+    assert ws.run("apply").rc == 0
+    ws.write_roster(DEVELOPERS[3:], teams=[{**TEAMS[1], "rpm_limit": 30}])
+    assert ws.run("plan", "--out", "reviewed.json").rc == 0
+    team = _teams(litellm)["data"]
+    litellm.http.post("/team/delete", json={"team_ids": [team["id"]]}).raise_for_status()  # and its keys with it
+
+    stale = ws.run("apply", "--plan", "reviewed.json")
+    assert stale.rc == 3 and "plan is stale: the live keys or teams changed" in stale.stderr, stale.stderr
+    assert "data" not in _teams(litellm)  # nothing was done
+    recovered = ws.run("apply")  # a fresh plan: the team again, and fresh keys for its members
+    assert recovered.rc == 0, recovered.stdout + recovered.stderr
+    assert _teams(litellm)["data"]["keys"] == ["claude-code-ada", "claude-code-omar"]
+    _converged(ws)
+
+
+def test_team_removed_from_the_roster_is_deleted_only_with_force_and_only_empty(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS[3:], teams=TEAMS[1:])
+    assert ws.run("apply").rc == 0
+    ws.write_roster([{k: v for k, v in d.items() if k != "team"} for d in DEVELOPERS[3:]], teams=[])
+    refused = ws.run("apply")
+    assert refused.rc == 4 and "data: deletes team data" in refused.stderr, refused.stderr  # the brakes
+    assert "data" in _teams(litellm)
+    forced = ws.run("apply", "--force")
+    assert forced.rc == 0, forced.stdout + forced.stderr
+    assert "data" not in _teams(litellm)
+    keys = {k["key_alias"]: k for k in litellm.managed()}
+    assert sorted(keys) == ["claude-code-ada", "claude-code-omar"]  # unbound first, so not deleted with the team
+    assert all(k["team_id"] is None for k in keys.values())
+    _converged(ws)
+
+
+def test_a_team_administered_by_someone_else_is_never_ours(real_workspace, litellm):
+    ws = real_workspace
+    litellm.http.post("/user/new", json={"user_id": "mallory"}).raise_for_status()
+    forged = litellm.http.post("/team/new", json={
+        "team_alias": "data", "metadata": {"managed_by": "litellm-roster", "roster_team": "data"},
+        "members_with_roles": [{"user_id": "mallory", "role": "admin"}]}).json()["team_id"]
+    ws.write_roster(DEVELOPERS[3:], teams=TEAMS[1:])
+    data = json.loads(ws.run("plan", "--format", "json").stdout)
+    conflict = [c for c in data["changes"] if c["kind"] == "conflict"]
+    assert len(conflict) == 1 and "mallory can administer it" in conflict[0]["reason"]
+    assert [c["kind"] for c in data["changes"]].count("create-team") == 1  # the roster's own, beside it
+    applied = ws.run("apply")
+    assert applied.rc == 1 and "1 conflict(s) left unresolved: data" in applied.stdout
+    info = litellm.http.get("/team/info", params={"team_id": forged}).json()
+    assert info["keys"] == [] and info["team_info"]["max_budget"] is None  # never changed, no key bound to it
+    assert _teams(litellm)["data"]["id"] != forged
+    assert all(k["team_id"] == _teams(litellm)["data"]["id"] for k in litellm.managed())
+
+
+def test_import_brings_a_hand_made_team_in_and_apply_takes_it_over_in_place(real_workspace, litellm, people):
+    import yaml
+
+    ws = real_workspace
+    team = litellm.http.post("/team/new", json={"team_alias": "research", "models": [SONNET],
+                                                "max_budget": 40}).json()["team_id"]
+    made = litellm.http.post("/key/generate", json={"key_alias": "claude-code-ada", "models": [SONNET],
+                                                    "team_id": team}).json()
+    ws.known_secrets.append(made["key"])
+    imported = ws.run("import", "--out", "roster.yaml", "--overwrite")
+    assert imported.rc == 0, imported.stderr
+    doc = yaml.safe_load(ws.roster.read_text())
+    assert doc["teams"] == [{"name": "research", "models": [SONNET], "max_budget": 40.0}]
+    assert doc["developers"][0]["team"] == "research"
+    doc["developers"][0]["recipient"] = people["ada"].recipient
+    ws.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    plan = ws.run("plan")
+    assert "adopt-team: taking over a team made by hand" in plan.stdout, plan.stdout
+    assert "create-team" not in plan.stdout  # the team is taken over, not duplicated
+    assert ws.run("apply").rc == 4  # a takeover is high-risk: the brakes want --force
+    applied = ws.run("apply", "--force")
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    teams = _teams(litellm)
+    assert teams["research"]["id"] == team and teams["research"]["keys"] == ["claude-code-ada"]
+    assert teams["research"]["members"] == ["roster:ada"]
+    assert litellm.models_for(made["key"]) == [SONNET]  # the same key, still working
+    _converged(ws)

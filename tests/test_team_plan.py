@@ -1,0 +1,123 @@
+"""The team diff, pure: which teams are the tool's, and what changes make the proxy's teams match the roster's.
+End to end against LiteLLM's real proxy: tests/conformance/test_teams.py."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from reconciler.plan import diff
+from reconciler.records import Records
+from reconciler.roster import parse_roster
+from reconciler.teams import LiveTeam, classify_teams
+
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+R = "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"
+OURS = {"managed_by": "litellm-roster"}
+
+
+def roster(teams: str, developers: str, adopt: bool = False):
+    return parse_roster(f"""version: 1
+keys:
+  alias: cc-{{name}}
+  adopt_unmanaged: {str(adopt).lower()}
+teams:
+{teams}
+defaults:
+  models: [m1]
+developers:
+{developers}
+""")
+
+
+def team(team_id: str, name: str | None, *, admins=("default_user_id",), members=(), org=None, **fields) -> LiveTeam:
+    roles = [{"user_id": a, "role": "admin"} for a in admins] + [{"user_id": m, "role": "user"} for m in members]
+    metadata = {**OURS, "roster_team": name} if name else {}
+    return LiveTeam.from_api({"team_id": team_id, "team_alias": fields.pop("alias", name), "metadata": metadata,
+                              "members_with_roles": roles, "organization_id": org, "models": ["m1"], **fields})
+
+
+def kinds(plan) -> list[tuple[str, str]]:
+    return [(c.kind, c.name) for c in plan.changes]
+
+
+def test_a_team_is_ours_only_if_nobody_else_can_administer_it():
+    seen = classify_teams([team("t1", "a"), team("t2", "b", admins=("default_user_id", "mallory")),
+                           team("t3", "c", org="org-1"), team("t4", "a"), team("t5", None, alias="d")])
+    assert list(seen.ours) == ["a"] and seen.ours["a"].team_id == "t1"
+    problems = [p for _, p in seen.unproven]
+    assert "mallory can administer it" in problems[0] and "organization org-1" in problems[1]
+    assert "a second team (t4)" in problems[2]
+    assert list(seen.handmade) == ["d"]
+
+
+def test_new_teams_come_first_with_their_members_then_the_keys_bound_to_them():
+    r = roster("  - {name: platform, max_budget: 10, member_budget: 2}",
+               f"  - {{name: jane, recipient: {R}, team: platform}}")
+    plan = diff(r, [], Records(), NOW, teams=[])
+    assert kinds(plan) == [("create-team", "platform"), ("join-team", "jane"), ("create", "jane")]
+    create = plan.changes[2]
+    assert create.desired.team == "platform" and create.desired.team_id is None
+    assert plan.changes[1].budget == 2
+    assert "Teams: 1 to create, 0 to update, 0 to delete; 1 membership change(s)." in plan.summary
+
+
+def test_a_member_moves_and_the_old_team_is_left_after_the_key_is_rebound():
+    r = roster("  - {name: a}\n  - {name: b}", f"  - {{name: jane, recipient: {R}, team: b}}")
+    teams = [team("ta", "a", members=("roster:jane",)), team("tb", "b")]
+    plan = diff(r, [], Records(), NOW, teams=teams)
+    order = kinds(plan)
+    assert order.index(("join-team", "jane")) < order.index(("create", "jane")) < order.index(("leave-team", "jane"))
+    assert dict(plan.team_ids) == {"a": "ta", "b": "tb"}
+
+
+def test_settings_member_permissions_and_budgets_are_brought_back_to_the_roster():
+    r = roster("  - {name: a, models: [m1], max_budget: 5, member_budget: 3}",
+               f"  - {{name: jane, recipient: {R}, team: a}}")
+    live = team("ta", "a", members=("roster:jane", "someone"), max_budget=50, spend=9.5,
+                team_member_permissions=["/key/update"]).with_memberships(
+        [{"user_id": "roster:jane", "litellm_budget_table": {"max_budget": 1}, "spend": 0.5}])
+    plan = diff(r, [], Records(), NOW, teams=[live])
+    update = next(c for c in plan.changes if c.kind == "update-team")
+    assert dict((f, a) for f, _, a in update.fields) == {"max_budget": 5, "team_member_permissions": []}
+    budget = next(c for c in plan.changes if c.kind == "member-budget")
+    assert (budget.before, budget.after) == (1, 3)
+    assert any("its budget $5 is under what it has spent ($9.50)" in w for w in plan.warnings)
+    assert any("members the roster does not list are left alone: someone" in w for w in plan.warnings)
+    assert not any(c.kind == "leave-team" for c in plan.changes)  # only roster users are removed
+
+
+def test_a_team_removed_from_the_roster_is_deleted_last_and_is_high_risk():
+    r = roster("  []", f"  - {{name: jane, recipient: {R}}}")
+    plan = diff(r, [], Records(), NOW, teams=[team("ta", "gone")])
+    assert kinds(plan)[-1] == ("delete-team", "gone")
+    assert plan.high_risk and "deletes team gone" in plan.high_risk[0].risk
+
+
+def test_a_forged_team_is_a_conflict_and_the_roster_team_is_made_beside_it():
+    r = roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}")
+    plan = diff(r, [], Records(), NOW, teams=[team("evil", "a", admins=("mallory",))])
+    assert ("conflict", "a") in kinds(plan) and ("create-team", "a") in kinds(plan)
+    assert plan.team_ids == ()  # no key is bound to the forgery
+
+
+def test_a_hand_made_team_is_taken_over_only_when_asked_and_only_if_nobody_else_administers_it():
+    hand = team("th", None, alias="a", members=("roster:jane",))
+    asked = diff(roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}", adopt=True), [],
+                 Records(), NOW, teams=[hand])
+    assert ("adopt-team", "a") in kinds(asked) and dict(asked.team_ids) == {"a": "th"}
+    assert "takes over team a" in asked.high_risk[0].risk
+    not_asked = diff(roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}"), [], Records(), NOW,
+                     teams=[hand])
+    assert ("conflict", "a") in kinds(not_asked) and ("create-team", "a") not in kinds(not_asked)
+    held = team("th", None, alias="a", admins=("default_user_id", "bob"))
+    refused = diff(roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}", adopt=True), [],
+                   Records(), NOW, teams=[held])
+    conflict = next(c for c in refused.changes if c.kind == "conflict")
+    assert "bob can administer it, so it cannot be taken over" in conflict.reason
+    assert ("create", "jane") not in kinds(refused)  # her key waits: it could not be bound to her team
+
+
+def test_a_developer_model_outside_the_team_is_named():
+    r = roster("  - {name: a, models: [m2]}", f"  - {{name: jane, recipient: {R}, team: a}}")
+    plan = diff(r, [], Records(), NOW, teams=[])
+    assert "jane: m1 not among team a's models: LiteLLM refuses them for this key" in plan.warnings
