@@ -31,6 +31,8 @@ def _wrong_types(route: str, body: Any) -> Any:
         return {"data": [{"id": None}, "claude"]}
     if route == "/key/info":
         return {"info": "me"}
+    if route == "/team/list":
+        return [{"team_id": 7, "members_with_roles": "everyone", "metadata": ["x"]}]
     return {"token": 1, "key": ["x"], "data": 3}
 
 

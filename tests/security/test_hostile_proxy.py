@@ -21,7 +21,7 @@ MASTER = "MasterSecret-correct-horse-battery-42"  # not sk-shaped
 MAX_RSS_KB = 200 * 1024
 TIME_LIMIT = 60
 
-PLAN_ROUTES = ("/model/info", "/key/list")
+PLAN_ROUTES = ("/model/info", "/key/list", "/team/list")
 APPLY_ROUTES = ("/key/info", "/model/info", "/key/list", "/key/generate", "/v1/models", "/key/update")
 SHAPES = ("echo-200", "echo-400", "echo-500", "list-not-object", "wrong-types")
 CASES = ([("plan", r, m) for r in PLAN_ROUTES for m in SHAPES]
