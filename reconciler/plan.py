@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .catalog import ModelCatalog
 from .live import LiveKey, user_id_for
-
-if TYPE_CHECKING:
-    from .teams import LiveTeam
 from .ownership import classify
 from .recipients import canonical
 from .records import KeyFile, Records
 from .roster import LIMIT_FIELDS, RETIRING_SUFFIX, Developer, Limits, Roster
 from .timeutil import format_duration, humanize, iso
+
+if TYPE_CHECKING:
+    from .teams import LiveTeam
 
 FORMAT_VERSION = 1
 EXPIRY_TOLERANCE = timedelta(minutes=5)  # LiteLLM stores now+duration at apply time; compare loosely
@@ -485,7 +485,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     aliases = {d.alias for d in desired.values()}
     relevant = [k for k in live if k.managed or k.alias in aliases]  # what the plan was computed from
     return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
-                + len(seen.unproven), roster.sha256, fingerprint(relevant, list(seen_teams.ours.values())), now,
+                + len(seen.unproven), roster.sha256, fingerprint(relevant, seen_teams.relevant(roster)), now,
                 tuple(expiring), len(current), tuple(sorted(team_ids.items())))
 
 

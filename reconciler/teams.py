@@ -97,6 +97,10 @@ class TeamsSeen:
     unproven: list[tuple[LiveTeam, str]]
     handmade: dict[str, LiveTeam] = field(default_factory=dict)  # alias -> a team made by hand, claiming nothing
 
+    def relevant(self, roster: Roster) -> list[LiveTeam]:
+        """The teams a plan for this roster reads: the tool's, and hand-made ones carrying a roster team's name."""
+        return [*self.ours.values(), *(self.handmade[t.name] for t in roster.teams if t.name in self.handmade)]
+
     def ids(self, roster: Roster) -> dict[str, str]:
         """Roster team -> id, for binding keys: the tool's teams, and the hand-made ones this plan takes over."""
         ids = {name: team.team_id for name, team in self.ours.items()}
