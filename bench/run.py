@@ -174,7 +174,7 @@ def run_plan(work: Path, target) -> dict:
 
 def floor(url: str, n: int) -> float:
     pages = max(1, math.ceil(n / 100))
-    params = {"size": 100, "return_full_object": "true", "sort_by": "created_at", "sort_order": "asc"}
+    params = {"size": 100, "return_full_object": "true", "sort_by": "token", "sort_order": "asc"}
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=60) as client:
         start = time.perf_counter()
         for page in range(1, pages + 1):

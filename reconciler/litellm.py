@@ -212,22 +212,25 @@ class LiteLLMClient:
     # ------------------------------------------------------------ reads
 
     def list_keys(self) -> list[dict[str, Any]]:
-        """Every live key as a full object, in pages of 100, oldest first.
+        """Every live key as a full object, in pages of 100, ordered by hash.
 
-        Oldest first, so a key created while we page lands on the last page instead of shifting the others. A key
-        deleted while we page could shift one past us, so the count is checked and the listing retried once.
+        By hash because it is unique: ordered by created_at, which many keys can share (a bulk import, a migration),
+        PostgreSQL may return a key on two pages and skip another (LiteLLM adds no tiebreaker; docs/litellm.md §3).
+        A key created or deleted while we page can still shift one past us, so the count is checked and the listing
+        repeated; a listing that never adds up is an error, never a plan made from part of the keys.
         """
-        for _ in range(2):
+        for _ in range(3):
             keys, total = self._list_once()
             unique = {k["token"]: k for k in keys}
             if len(unique) == total:
                 return list(unique.values())
             log.debug("key list changed while paging (%d seen, %d reported); listing again", len(unique), total)
-        return list(unique.values())
+        raise ProxyError("GET /key/list", 200, f"the key list did not add up three times ({len(unique):,} distinct "
+                                               f"keys seen, {total:,} reported): keys are changing; try again")
 
     def _list_page(self, page: int) -> dict[str, Any]:
         params = {"page": page, "size": self.PAGE_SIZE, "return_full_object": "true",
-                  "sort_by": "created_at", "sort_order": "asc"}
+                  "sort_by": "token", "sort_order": "asc"}
         body = self.request("GET", "/key/list", params=params)
         route = "GET /key/list"
         if not isinstance(body, dict) or not isinstance(body.get("keys"), list):

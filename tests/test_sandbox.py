@@ -124,6 +124,11 @@ def test_list_pages_order_and_limits(proxy):
     asc = [proxy.get("/key/list", params={"page": p, "size": 10, "sort_order": "asc", "return_full_object": "true"})
            .json()["keys"] for p in (1, 2, 3)]
     assert [k["key_alias"] for page in asc for k in page] == [f"k{i:03d}" for i in range(25)]
+    for order in ("asc", "desc"):  # by hash, as the tool pages
+        pages = [proxy.get("/key/list", params={"page": p, "size": 10, "sort_by": "token", "sort_order": order})
+                 .json()["keys"] for p in (1, 2, 3)]
+        tokens = [t for page in pages for t in page]
+        assert tokens == sorted(tokens, reverse=order == "desc") and len(set(tokens)) == 25
     too_big = proxy.get("/key/list", params={"size": 101})
     assert too_big.status_code == 422 and too_big.json()["detail"][0]["type"] == "less_than_equal"
     assert too_big.json()["detail"][0]["loc"] == ["query", "size"]

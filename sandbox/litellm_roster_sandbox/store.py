@@ -109,6 +109,7 @@ class KeyStore:
         self.deleted: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
         self._order: list[tuple[str, str]] = []  # (created_at, token), ascending
+        self._tokens: list[str] = []  # ascending: /key/list by token pages from it
         self.lock = threading.RLock()
         # Every plaintext ever registered, so tests can scan a run's output for them. A real proxy keeps none.
         self.plaintexts: list[str] = []
@@ -174,16 +175,25 @@ class KeyStore:
 
     # ------------------------------------------------------------ index
 
+    def clear(self) -> None:
+        """No keys at all, as a fresh proxy (tests)."""
+        with self.lock:
+            self.rows.clear()
+            self.aliases.clear()
+            self._order.clear()
+            self._tokens.clear()
+
     def _insert(self, row: dict[str, Any]) -> None:
         self.rows[row["token"]] = row
         bisect.insort(self._order, (row["created_at"], row["token"]))
+        bisect.insort(self._tokens, row["token"])
         if row.get("key_alias"):
             self.aliases[row["key_alias"]] = row["token"]
 
     def _remove(self, token: str) -> dict[str, Any]:
         row = self.rows.pop(token)
-        i = bisect.bisect_left(self._order, (row["created_at"], token))
-        del self._order[i]
+        del self._order[bisect.bisect_left(self._order, (row["created_at"], token))]
+        del self._tokens[bisect.bisect_left(self._tokens, token)]
         if row.get("key_alias") and self.aliases.get(row["key_alias"]) == token:
             del self.aliases[row["key_alias"]]
         return row
@@ -367,8 +377,8 @@ class KeyStore:
             filtered = any(query.get(f) for f in ("user_id", "team_id", "key_alias", "key_hash", "search"))
             if status == "deleted":
                 rows = sorted(self.deleted.values(), key=lambda r: (r["created_at"], r["token"]))
-            elif sort_by == "created_at" and not filtered and status is None:
-                rows = None  # served from the index below
+            elif sort_by in ("created_at", "token") and not filtered and status is None:
+                rows = None  # served from an index below
             else:
                 rows = [self.rows[t] for _, t in self._order]
                 rows = [r for r in rows if self._matches(r, query, status)]
@@ -377,11 +387,12 @@ class KeyStore:
             total = len(self._order) if rows is None else len(rows)
             start = (page - 1) * size
             if rows is None:
+                index = self._tokens if sort_by == "token" else [t for _, t in self._order]
                 if order == "desc":
                     lo, hi = max(0, total - start - size), max(0, total - start)
-                    selected = [self.rows[t] for _, t in reversed(self._order[lo:hi])]
+                    selected = [self.rows[t] for t in reversed(index[lo:hi])]
                 else:
-                    selected = [self.rows[t] for _, t in self._order[start:start + size]]
+                    selected = [self.rows[t] for t in index[start:start + size]]
             else:
                 if order == "desc":
                     rows = rows[::-1]

@@ -30,3 +30,19 @@ def test_applied_keys_are_rows_in_postgres(real_workspace, litellm):
     ws.write_roster([{"name": "jane", "disabled": True}])
     assert ws.run("apply").rc == 0
     assert [(r["key_alias"], r["blocked"]) for r in _rows(litellm)] == [("claude-code-jane", True)]
+
+
+def test_keys_sharing_a_creation_time_are_each_listed_once(litellm):
+    """LiteLLM orders /key/list by the sort_by column alone: keys with one created_at (a bulk import) came back on
+    two pages or none when paged by it. The client pages by hash (docs/litellm.md §3)."""
+    from helpers import MASTER
+
+    from reconciler.litellm import LiteLLMClient
+
+    values = ",".join(f"('{hashlib.sha256(str(i).encode()).hexdigest()}', 'bulk-{i:04d}', ARRAY[]::text[], "
+                      "'2026-01-01T00:00:00'::timestamp)" for i in range(1000))
+    litellm.database.psql(litellm.database.DATABASE, "-f", "-", stdin=(
+        f'INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, models, created_at) VALUES {values};'))
+    with LiteLLMClient(litellm.url, MASTER) as client:
+        keys = client.list_keys()
+    assert len(keys) == 1000 and len({k["token"] for k in keys}) == 1000

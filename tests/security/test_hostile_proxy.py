@@ -85,9 +85,7 @@ def test_hostile_answers(tmp_path, people, upstream, hostile, command, route, mo
     ws.write_roster([{"name": "jane"}, {"name": "john"}], proxy_url=False)
     if command == "apply":
         # jane has a key already (so apply updates it); john is new (so apply creates one).
-        upstream.store.rows.clear()
-        upstream.store.aliases.clear()
-        upstream.store._order.clear()
+        upstream.store.clear()
         ws.write_roster([{"name": "jane", "models": ["claude-3-opus-20240229"]}], proxy_url=False)
         rc, out, err, _ = run(ws, hostile.url, "apply")
         assert rc == 0, out + err
