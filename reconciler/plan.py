@@ -57,6 +57,18 @@ class Desired:
                 "expires": iso(self.expires), "blocked": self.blocked, "team": self.team}
 
 
+def same_value(before: Any, after: Any) -> bool:
+    """Equal as LiteLLM stores them: a budget of 10 and one of 10.0 are the same."""
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        return float(before) == float(after)
+    return before == after
+
+
+def before_after(fields: tuple[tuple[str, Any, Any], ...]) -> dict[str, Any]:
+    """(field, before, after) triples as a change's JSON shows them."""
+    return {"before": {f: b for f, b, _ in fields}, "after": {f: a for f, _, a in fields}}
+
+
 @dataclass(frozen=True)
 class Change:
     kind: ClassVar[str]
@@ -133,7 +145,7 @@ class Adopt(Change):
 
     def _data(self) -> dict[str, Any]:
         return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "user_id": self.key.user_id,
-                "before": {f: b for f, b, _ in self.fields}, "after": {f: a for f, _, a in self.fields}}
+                **before_after(self.fields)}
 
     @property
     def risk(self) -> str | None:
@@ -149,8 +161,7 @@ class Update(Change):
     file_fields: tuple[str, ...] = ()  # readable key-file fields to refresh
 
     def _data(self) -> dict[str, Any]:
-        return {"token_prefix": self.key.token[:12], "alias": self.key.alias,
-                "before": {f: b for f, b, _ in self.fields}, "after": {f: a for f, _, a in self.fields},
+        return {"token_prefix": self.key.token[:12], "alias": self.key.alias, **before_after(self.fields),
                 "key_file_fields": list(self.file_fields)}
 
     def _grants_models(self) -> bool:
@@ -346,8 +357,7 @@ def _proxy_fields(want: Desired, key: LiveKey, team_names: dict[str, str]) -> li
         fields.append(("models", sorted(key.models), list(want.models)))
     for name in LIMIT_FIELDS:
         before, after = getattr(key.limits, name), getattr(want.limits, name)
-        if before != after and not (isinstance(before, (int, float)) and isinstance(after, (int, float))
-                                    and float(before) == float(after)):
+        if not same_value(before, after):
             fields.append((name, before, after))
     if not _same_expiry(key.expires, want.expires):
         fields.append(("expires", iso(key.expires), iso(want.expires)))

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .plan import Adopt, Change, Create, Delete, Plan, RemoveFile, Rotate, Update
-from .teams import AdoptTeam, CreateTeam, DeleteTeam, Join, Leave, MemberBudget, TeamConflict, UpdateTeam
+from .teams import CreateTeam, DeleteTeam, Join, Leave, MemberBudget, TeamConflict, UpdateTeam
 from .timeutil import format_duration, iso
 
 MARKDOWN_FOLD_AFTER = 20  # longer plans go inside <details> so the comment stays readable
@@ -59,7 +59,7 @@ def details(change: Change) -> list[str]:
         settings = ", ".join(f"{k} {value_text(v, k)}" for k, v in change.settings if v is not None)
         return [f"models {value_text(change.models) if change.models else 'all the proxy serves'}",
                 *([settings] if settings else [])]
-    if isinstance(change, (UpdateTeam, AdoptTeam)):
+    if isinstance(change, UpdateTeam):  # and AdoptTeam
         return [f"{name}: {value_text(before, name)} -> {value_text(after, name)}"
                 for name, before, after in change.fields]
     if isinstance(change, (Join, Leave)):

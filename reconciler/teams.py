@@ -13,7 +13,7 @@ from typing import Any
 
 from . import TOOL_NAME
 from .live import ADMIN_CREATOR, MARKER, USER_PREFIX, Checker, user_id_for
-from .plan import Change, Conflict, Desired
+from .plan import Change, Conflict, Desired, before_after, same_value
 from .roster import TEAM_FIELDS, Roster, Team
 
 TEAM_ROUTE = "GET /team/list"
@@ -167,22 +167,15 @@ class UpdateTeam(TeamChange):
     fields: tuple[tuple[str, Any, Any], ...] = ()
 
     def _data(self) -> dict[str, Any]:
-        return {"team_id": self.team_id, "before": {f: b for f, b, _ in self.fields},
-                "after": {f: a for f, _, a in self.fields}}
+        return {"team_id": self.team_id, **before_after(self.fields)}
 
 
 @dataclass(frozen=True)
-class AdoptTeam(TeamChange):
+class AdoptTeam(UpdateTeam):
     """Take over a team made by hand that carries a roster team's name: it gains the marker and the settings."""
 
-    kind, symbol, order = "adopt-team", "~", -2
-    team_id: str = ""
-    fields: tuple[tuple[str, Any, Any], ...] = ()
+    kind = "adopt-team"
     metadata: tuple[tuple[str, Any], ...] = ()  # the team's own, kept beside the marker
-
-    def _data(self) -> dict[str, Any]:
-        return {"team_id": self.team_id, "before": {f: b for f, b, _ in self.fields},
-                "after": {f: a for f, _, a in self.fields}}
 
     @property
     def risk(self) -> str | None:
@@ -247,12 +240,6 @@ class TeamConflict(Conflict):
 # ---------------------------------------------------------------- diff
 
 
-def _same(before: Any, after: Any) -> bool:
-    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
-        return float(before) == float(after)
-    return before == after
-
-
 def team_fields(roster: Roster, want: Team, team: LiveTeam) -> list[tuple[str, Any, Any]]:
     fields = []
     models = list(roster.models_for(want))
@@ -260,7 +247,7 @@ def team_fields(roster: Roster, want: Team, team: LiveTeam) -> list[tuple[str, A
         fields.append(("models", sorted(team.models), models))
     for name in TEAM_FIELDS:
         before, after = getattr(team, name), getattr(want, name)
-        if not _same(before, after):
+        if not same_value(before, after):
             fields.append((name, before, after))
     if team.member_permissions:  # members who may manage keys could manage each other's: the tool grants none
         fields.append(("team_member_permissions", list(team.member_permissions), []))
@@ -311,7 +298,7 @@ def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired]) -> 
             if user not in present:
                 changes.append(Join(name, f"member of team {want.name} in the roster", team=want.name,
                                     budget=want.member_budget))
-            elif want.member_budget is not None and not _same(live.member_budgets.get(user), want.member_budget):
+            elif want.member_budget is not None and not same_value(live.member_budgets.get(user), want.member_budget):
                 changes.append(MemberBudget(name, f"member budget in team {want.name} differs from the roster",
                                             team=want.name, before=live.member_budgets.get(user),
                                             after=want.member_budget))
