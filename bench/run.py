@@ -4,6 +4,7 @@
     python bench/run.py --large            # also N = 100,000
     python bench/run.py --sizes 100 --apply 20 --out /tmp/smoke.json    # the CI smoke run
     python bench/run.py --target litellm --sizes 100,1000 --apply 1000   # LiteLLM's real proxy on PostgreSQL
+    python bench/run.py --target litellm --compare --apply 0   # beside litellm-auto-synch-manager, same server
 
 The LiteLLM target needs the conformance tier's virtualenv and PostgreSQL (docs/testing.md); its keys are seeded
 with SQL into LiteLLM's own table, as LiteLLM writes them, because /key/generate would take minutes for 10,000.
@@ -12,12 +13,18 @@ For each N the sandbox (its own process) is seeded with N keys, 20 % of them man
 few percent (model changes, removals, additions). Measured: `reconcile plan` wall time, HTTP requests, peak RSS of
 its process; the floor (the same /key/list pages fetched by a bare sequential httpx loop); their ratio. Apply:
 creating and then rotating the keys with real sops encryption, keys per second, and where the time goes.
+
+`reconcile` is timed as users run it: installed (not editable, bytecode compiled) into a fresh virtualenv with its
+runtime dependencies only, not from this checkout's development environment. `--compare` also times
+litellm-auto-synch-manager (pinned below, installed the same way) planning the same keys on the same server, run
+for run in turn with this tool.
 Results print as a table and are written as JSON. Timing lives here, never in the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import hashlib
 import io
@@ -37,12 +44,12 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 MASTER = "sk-bench-master-key-0000"
 MODELS = ["claude-sonnet-4-5-20250929", "claude-3-opus-20240229", "claude-haiku-4-5-20251001"]
 MANAGED_SHARE = 0.20
 RECIPIENT = "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"  # examples/demo-identities.txt
 ADMIN = "age1q3p0j8wz8s55vv2px960jm4cmrlvkatz6dg86t5qul4nmfwcxf2sfwcuxz"
+LASM = "litellm-auto-synch-manager==1.9.1"
 
 
 class Sandbox:
@@ -123,7 +130,8 @@ def seed(target, n: int) -> list[str]:
 
 def write_workspace(work: Path, url: str, names: list[str]) -> dict[str, int]:
     """A roster matching the seeded keys but for a few percent, and the key files plan reads (their readable
-    part only: plan never decrypts, so these are written directly rather than through sops)."""
+    part only: plan never decrypts, so these are written directly rather than through sops). work/lasm holds the
+    same desired keys for litellm-auto-synch-manager."""
     changed = set(names[::50])  # 2 % get another model
     removed = set(names[1::100])  # 1 % leave
     added = [f"new-{i:06d}" for i in range(max(1, len(names) // 100))]  # 1 % join
@@ -139,6 +147,7 @@ def write_workspace(work: Path, url: str, names: list[str]) -> dict[str, int]:
     roster = {"version": 1, "proxy": {"url": url}, "keys": {"alias": "cc-{name}", "admin_recipients": [ADMIN]},
               "defaults": {"models": MODELS[:2]}, "developers": developers}
     (work / "roster.yaml").write_text(yaml.safe_dump(roster, sort_keys=False))
+    write_lasm_workspace(work / "lasm", url, developers)
     keys = work / "keys"
     keys.mkdir()
     for name in names:
@@ -154,11 +163,46 @@ def write_workspace(work: Path, url: str, names: list[str]) -> dict[str, int]:
     return {"updates": len(changed - removed), "deletes": len(removed), "creates": len(added)}
 
 
-def run_plan(work: Path, target) -> dict:
+def write_lasm_workspace(work: Path, url: str, developers: list[dict]) -> None:
+    """litellm-auto-synch-manager's layout (config/ and data/, its format version 2.2): one key per developer,
+    with the alias and models the roster gives it."""
+    (work / "config").mkdir(parents=True)
+    (work / "data").mkdir()
+    config = {"settings": {"server": "bench"},
+              "server_definition": {"bench": {"litellm_base_url": url, "litellm_api_key": MASTER}}}
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    keys = [{"app": d["name"], "key_alias": f"cc-{d['name']}", "models": d.get("models", MODELS[:2])}
+            for d in developers]
+    (work / "data" / "keys.yaml").write_text(yaml.safe_dump({"version": "2.2", "keys": keys}, sort_keys=False))
+
+
+def installed(spec: str, command: str, tmp: Path) -> Path:
+    """A fresh virtualenv holding spec and its runtime dependencies only, installed as a user installs it (not
+    editable; pip compiles the bytecode)."""
+    venv = tmp / command
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", spec],
+                   check=True, stdout=subprocess.DEVNULL)
+    return venv / "bin" / command
+
+
+def run_lasm(work: Path, lasm: Path) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run([str(lasm)], cwd=work, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"litellm-auto-synch-manager failed with exit {proc.returncode}: {proc.stderr[-500:]}")
+    # Its detailed plan has a line per desired key: "[SKIP] KEY cc-dev-000002 -- ...".
+    verdicts = collections.Counter(line[1:line.index("]")] for line in proc.stdout.splitlines()
+                                   if line.startswith("[") and "] KEY " in line)
+    return {"wall_s": wall, "summary": ", ".join(f"{n} {verdict}" for verdict, n in sorted(verdicts.items()))}
+
+
+def run_plan(work: Path, target, reconcile: Path) -> dict:
     env = {**os.environ, "LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": target.url}
     before = target.requests_made()
     start = time.perf_counter()
-    proc = subprocess.Popen([str(BIN / "reconcile"), "plan", "--format", "json"], cwd=work, env=env,
+    proc = subprocess.Popen([str(reconcile), "plan", "--format", "json"], cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
@@ -182,14 +226,24 @@ def floor(url: str, n: int) -> float:
         return time.perf_counter() - start
 
 
-def bench_plan(target_name: str, n: int, repeat: int) -> dict:
+def median(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+
+
+def bench_plan(target_name: str, n: int, repeat: int, reconcile: Path, lasm: Path | None) -> dict:
     with server(target_name) as target, tempfile.TemporaryDirectory() as tmp:
         names = seed(target, n)
         expected = write_workspace(Path(tmp), target.url, names)
         floor(target.url, n)  # warm the server once
-        runs = [run_plan(Path(tmp), target) for _ in range(repeat)]
-        result = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]  # the median run
+        runs, other = [], []
+        for _ in range(repeat):  # in turn, so both meet the same server and the same machine
+            runs.append(run_plan(Path(tmp), target, reconcile))
+            if lasm:
+                other.append(run_lasm(Path(tmp) / "lasm", lasm))
+        result = median(runs)
         result["floor_s"] = min(floor(target.url, n) for _ in range(3))
+        if lasm:
+            result["lasm"] = median(other)
     result.update({"n": n, "managed": len(names), "expected": expected,
                    "request_budget": math.ceil(n / 100) + 3, "plan_over_floor": result["wall_s"] / result["floor_s"]})
     return result
@@ -264,13 +318,17 @@ def main() -> None:
     parser.add_argument("--target", choices=("sandbox", "litellm"), default="sandbox",
                         help="the bundled sandbox, or LiteLLM's real proxy on PostgreSQL")
     parser.add_argument("--repeat", type=int, default=5, help="plan runs per size; the median is reported")
+    parser.add_argument("--compare", action="store_true", help="also time litellm-auto-synch-manager on the same keys")
     parser.add_argument("--out", default=None, help="default: bench/results/latest[-litellm].json")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] + ([100_000] if args.large else [])
     out = args.out or str(ROOT / "bench" / "results" / f"latest{'' if args.target == 'sandbox' else '-litellm'}.json")
-    report = {"machine": machine(), "target": args.target,
-              "plan": [bench_plan(args.target, n, args.repeat) for n in sizes],
-              "apply": bench_apply(args.target, args.apply) if args.apply else {}}
+    with tempfile.TemporaryDirectory() as venvs:
+        reconcile = installed(str(ROOT), "reconcile", Path(venvs))
+        lasm = installed(LASM, "lasm", Path(venvs)) if args.compare else None
+        report = {"machine": machine(), "target": args.target,
+                  "plan": [bench_plan(args.target, n, args.repeat, reconcile, lasm) for n in sizes],
+                  "apply": bench_apply(args.target, args.apply) if args.apply else {}}
     m = report["machine"]
     print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}; target: {args.target}")
     print(f"{'N':>8} {'plan s':>8} {'requests':>9} {'budget':>7} {'peak MB':>8} {'floor s':>8} {'plan/floor':>10}"
@@ -279,6 +337,10 @@ def main() -> None:
         print(f"{r['n']:>8} {r['wall_s']:>8.2f} {r['requests'] if r['requests'] is not None else '-':>9} "
               f"{r['request_budget']:>7} {r['peak_rss_mb']:>8.0f} "
               f"{r['floor_s']:>8.3f} {r['plan_over_floor']:>10.2f}  {r['summary']}")
+        if "lasm" in r:
+            lasm_run = r["lasm"]
+            print(f"{'':>8} litellm-auto-synch-manager: {lasm_run['wall_s']:.2f} s "
+                  f"({lasm_run['wall_s'] / r['wall_s']:.1f}x this tool's plan); keys: {lasm_run['summary']}")
     for phase, r in report["apply"].items():
         print(f"apply {phase:<6} {r['keys']} keys: {r['wall_s']:.2f} s, {r['keys_per_s']:.1f} keys/s "
               f"(thread-seconds: sops {r['sops_thread_s']:.1f}, HTTP {r['http_thread_s']:.1f})")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import closest
 
 
 def _norm(name: str) -> str:
@@ -45,7 +46,7 @@ class ModelCatalog:
                                      or _norm(n).startswith(want + "-"))]
         if same:
             return same[0]
-        close = difflib.get_close_matches(name, [n for n in self.names if "*" not in n], n=1, cutoff=0.6)
+        close = closest(name, [n for n in self.names if "*" not in n])
         return close[0] if close else None
 
     def unknown_message(self, name: str) -> str:

@@ -78,7 +78,7 @@ def _session(args: argparse.Namespace, *, admin: bool = False, roster: Any = Non
 
 
 def _options(args: argparse.Namespace, roster: Any) -> Any:
-    from .session import options_for
+    from .options import options_for
 
     return options_for(roster, adopt=args.adopt, replace=args.replace, only=args.only, no_delete=args.no_delete)
 
@@ -99,11 +99,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .render import render
-
     with _session(args) as session:
         plan = session.plan(_options(args, session.roster))
         requests = session.client.stats.requests
+    from .render import render
+
     if args.out:
         Path(args.out).write_text(REDACT(render(plan, "json", roster=args.roster, proxy_url=session.proxy_url)),
                                   "utf-8")

@@ -92,3 +92,10 @@ class BrakeError(ReconcileError):
     """A plan is more drastic than the safety thresholds allow without --force."""
 
     exit_code = 4
+
+
+def closest(word: str, choices: list[str], cutoff: float = 0.6) -> list[str]:
+    """The did-you-mean for a misspelt name (at most one); difflib loads only when a name is wrong."""
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)

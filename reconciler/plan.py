@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .catalog import ModelCatalog
 from .live import LiveKey, user_id_for
+from .options import Options
 from .ownership import classify
 from .recipients import canonical
 from .records import KeyFile, Records
@@ -279,16 +280,6 @@ class Plan:
                 "expiring_soon": [{"developer": name, "expires": iso(when)} for name, when in self.expiring]}
 
 
-@dataclass(frozen=True)
-class Options:
-    """Choices made on the command line, not in the roster."""
-
-    adopt: frozenset[str] = frozenset()
-    replace: frozenset[str] = frozenset()
-    only: frozenset[str] | None = None
-    no_delete: bool = False
-
-
 def fingerprint(keys: list[LiveKey], teams: list[LiveTeam] | None = None) -> str:
     """Changes when any field the diff reads changes on any of these keys or teams: for stale-plan detection."""
     rows = sorted((k.token, k.alias, k.models, k.blocked, iso(k.expires), k.user_id,
@@ -419,9 +410,11 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
 
 
 def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *,
-         catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options = Options(),
+         catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options | None = None,
          teams: list[LiveTeam] | None = None) -> Plan:
     from .teams import classify_teams, diff_teams  # teams.py builds on this module's Change
+
+    options = options or Options()
 
     seen_teams = classify_teams(teams or [])
     team_ids = seen_teams.ids(roster)

@@ -6,7 +6,6 @@ duplicate keys that PyYAML would silently accept, and bounds what anchors and al
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -14,14 +13,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from .errors import Problem, RosterError
+from .errors import Problem, RosterError, closest
 from .recipients import private_key_kind, private_key_problem, recipient_problem
 from .timeutil import parse_duration, parse_instant
 
@@ -341,7 +339,8 @@ def _parse_with(loader_class: Any, text: str, filename: str) -> tuple[Any, _Loca
 
 @lru_cache(maxsize=1)
 def schema_text() -> str:
-    return resources.files("reconciler").joinpath("schema/roster.schema.json").read_text("utf-8")
+    # Beside this file in every install (the package is never zipped); importlib.resources would cost a plan 5 ms.
+    return (Path(__file__).parent / "schema" / "roster.schema.json").read_text("utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -404,7 +403,7 @@ def _schema_problems(data: Any, located: _Located, filename: str) -> list[Proble
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
             for extra in sorted(set(error.instance) - set(allowed)):
-                close = difflib.get_close_matches(extra, allowed, n=1)
+                close = closest(extra, allowed)
                 fix = f"did you mean '{close[0]}'?" if close else f"allowed here: {', '.join(allowed)}"
                 line, col = located.of_key(path + (extra,))
                 problems.append(Problem(filename, line, col, _field_name(path + (extra,), data),
@@ -495,7 +494,7 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
             if not isinstance(ref, str) or ref in groups:
                 continue
             check_wildcard(path + (i,), ref)
-            close = difflib.get_close_matches(ref, list(groups), n=1, cutoff=0.8)
+            close = closest(ref, list(groups), cutoff=0.8)
             if close:
                 add(path + (i,), f"unknown model group '{ref}'; did you mean '{close[0]}'?")
 
@@ -521,7 +520,7 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
     def check_team(path: Path_, obj: dict) -> None:
         team = obj.get("team")
         if isinstance(team, str) and team not in teams:
-            close = difflib.get_close_matches(team, list(teams), n=1, cutoff=0.6)
+            close = closest(team, list(teams))
             hint = f"did you mean '{close[0]}'?" if close else \
                 f"add it under teams, or name one of: {', '.join(sorted(teams)) or 'none yet'}"
             add(path + ("team",), f"no team '{team}' under teams; {hint}")

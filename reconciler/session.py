@@ -27,17 +27,19 @@ from .catalog import ModelCatalog
 from .errors import ConfigError, CredentialError, ModelError, Problem, StalePlanError
 from .litellm import LiteLLMClient, version_warning
 from .live import LiveKey
-from .plan import Options, Plan, diff
-from .ports import Lock, Sealer
-from .records import read_records
 from .redact import REDACT
 from .roster import Roster
-from .safety import Brakes
-from .teams import LiveTeam, classify_teams
 from .timeutil import parse_instant, utcnow
 
+# The diff's modules (plan, teams, records) are imported where they are used: a plan imports them while the proxy
+# answers its questions, which at a hundred keys is a tenth of its time.
 if TYPE_CHECKING:
     from .apply import Outcome
+    from .options import Options
+    from .plan import Plan
+    from .ports import Lock, Sealer
+    from .safety import Brakes
+    from .teams import LiveTeam
 
 
 @dataclass(frozen=True)
@@ -146,17 +148,6 @@ def check_models(roster: Roster, catalog: ModelCatalog) -> None:
                          + "\n".join(f"  {p}" for p in sorted(problems, key=lambda p: (p.line, p.column))))
 
 
-def options_for(roster: Roster, *, adopt: list[str] | None = None, replace: list[str] | None = None,
-                only: list[str] | None = None, no_delete: bool = False) -> Options:
-    names = {d.name for d in roster.developers}
-    for flag, given in (("adopt", adopt), ("replace", replace)):  # --only may name a developer who left
-        for name in given or []:
-            if name not in names:
-                raise ConfigError(f"--{flag} {name}: no developer of that name in {roster.path}")
-    return Options(adopt=frozenset(adopt or ()), replace=frozenset(replace or ()),
-                   only=frozenset(only) if only else None, no_delete=no_delete)
-
-
 def check_reviewed(plan: Plan, roster_path: str, *, reviewed_file: str | None, checksum: str | None) -> None:
     if reviewed_file:
         try:
@@ -251,6 +242,8 @@ class Session:
 
     def live_teams(self) -> list[LiveTeam]:
         """Every team, and for the tool's own the members' budgets and spend (one /team/info each)."""
+        from .teams import LiveTeam, classify_teams
+
         teams = [LiveTeam.from_api(obj) for obj in self.client.list_teams()]
         ours = [t.team_id for t in classify_teams(teams).ours.values()]
         if not ours:
@@ -265,11 +258,14 @@ class Session:
         with ThreadPoolExecutor(4) as pool:
             asked = (pool.submit(self.catalog), pool.submit(self.live_keys), pool.submit(self.live_teams),
                      pool.submit(self.client.version))
+            from .plan import diff
+            from .records import read_records
+
             records = read_records(self.roster.delivery_path)
             catalog, live, teams, version = (future.result() for future in asked)
         check_models(self.roster, catalog)
         plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
-                    options=options or Options(), teams=teams)
+                    options=options, teams=teams)
         warning = version_warning(version)
         return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan
 
@@ -305,6 +301,7 @@ class Session:
 
     def status_rows(self) -> tuple[list[Any], list[Any]]:
         """Key rows and team rows."""
+        from .records import read_records
         from .status import status_rows
 
         with ThreadPoolExecutor(2) as pool:
@@ -321,6 +318,7 @@ class Session:
         the brakes, then carried out with each finished change audited (and passed to on_outcome)."""
         from .apply import Applier
         from .audit import AuditLog
+        from .safety import Brakes
 
         self.require_admin()
         lock = self.lock()
@@ -392,6 +390,7 @@ def force_unlock(roster: Roster, settings: Settings, lock_id: str) -> Any:
 def import_roster_text(settings: Settings, alias: str) -> tuple[str, int]:
     """A starting roster from the keys on the operator's proxy (reconcile import), and how many developers."""
     from .bootstrap import import_roster
+    from .teams import LiveTeam
 
     if not settings.proxy_url:
         raise ConfigError("no proxy URL: set LITELLM_PROXY_URL or pass --proxy-url")
