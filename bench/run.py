@@ -267,9 +267,10 @@ class Timers:
             try:
                 return original(*args, **kwargs)
             finally:
+                name = bucket(*args)
                 with self.lock:
-                    self.seconds[bucket(*args)] += time.perf_counter() - start
-                    self.calls[bucket(*args)] += 1
+                    self.seconds[name] += time.perf_counter() - start
+                    self.calls[name] += 1
 
         setattr(owner, name, timed)
 
@@ -351,6 +352,8 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="also time litellm-auto-synch-manager on the same keys")
     parser.add_argument("--out", default=None, help="default: bench/results/latest[-litellm].json")
     args = parser.parse_args()
+    if args.compare and args.target != "litellm":
+        parser.error("--compare needs --target litellm: the other tool asks for routes the sandbox does not serve")
     sizes = [int(s) for s in args.sizes.split(",")] + ([100_000] if args.large else [])
     out = args.out or str(ROOT / "bench" / "results" / f"latest{'' if args.target == 'sandbox' else '-litellm'}.json")
     with tempfile.TemporaryDirectory() as venvs:

@@ -494,7 +494,7 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
             if not isinstance(ref, str) or ref in groups:
                 continue
             check_wildcard(path + (i,), ref)
-            close = closest(ref, list(groups), cutoff=0.8)
+            close = closest(ref, list(groups), cutoff=0.8) if groups else []  # a model, or a misspelt group?
             if close:
                 add(path + (i,), f"unknown model group '{ref}'; did you mean '{close[0]}'?")
 
