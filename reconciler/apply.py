@@ -342,13 +342,13 @@ class Applier:
         return ""
 
     def _adopt_team(self, change: AdoptTeam) -> str:
-        self.client.update_team({"team_id": change.team_id, **{name: after for name, _, after in change.fields},
-                                 "metadata": team_metadata(change.name, dict(change.metadata))})
+        self._update_team(change, metadata=team_metadata(change.name, dict(change.metadata)))
         self.team_ids[change.name] = change.team_id
         return ""
 
-    def _update_team(self, change: UpdateTeam) -> str:
-        self.client.update_team({"team_id": change.team_id, **{name: after for name, _, after in change.fields}})
+    def _update_team(self, change: UpdateTeam, **extra: Any) -> str:
+        self.client.update_team({"team_id": change.team_id, **{name: after for name, _, after in change.fields},
+                                 **extra})
         return ""
 
     def _delete_team(self, change: DeleteTeam) -> str:
