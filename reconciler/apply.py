@@ -104,8 +104,14 @@ class Applier:
         outcomes: list[Outcome] = []
         for order in sorted({c.order for c in plan.actions}):  # teams, members, keys, then what goes
             batch = [c for c in plan.actions if c.order == order]
+            # Membership changes go one at a time: LiteLLM up to 1.80 keeps a team's members (and a user's teams)
+            # as a list it reads and writes back, so concurrent joins lose all but one (docs/litellm.md §10).
+            serial = [c for c in batch if isinstance(c, (Join, MemberBudget, Leave))]
             with ThreadPoolExecutor(self.WORKERS) as pool:
-                outcomes.extend(o for o in pool.map(self._one, batch) if o is not None)
+                in_turn = pool.submit(lambda serial=serial: [self._one(c) for c in serial])
+                outcomes.extend(o for o in pool.map(self._one, [c for c in batch if c not in serial])
+                                if o is not None)
+                outcomes.extend(o for o in in_turn.result() if o is not None)
         self.not_started = len(plan.actions) - len(outcomes)
         clean_temp_files(self.directory)  # the first run made the directory: give it its .gitignore now
         return outcomes
@@ -134,7 +140,11 @@ class Applier:
             self._issued.pop(change.name, None)
             log.error("%s %s %s: failed: %s", change.symbol, change.kind, change.name, message)
             outcome = Outcome(change, False, message)
-        self._on_outcome(outcome)
+        try:
+            self._on_outcome(outcome)
+        except Exception as exc:  # the trail failing must not stop the changes after this one
+            log.error("%s %s %s: %s, but its audit line was not written: %s", change.symbol, change.kind,
+                      change.name, "done" if outcome.ok else "failed", REDACT.shorten(str(exc), 300))
         return outcome
 
     # ------------------------------------------------------------ building blocks
@@ -347,8 +357,13 @@ class Applier:
         return ""
 
     def _update_team(self, change: UpdateTeam, **extra: Any) -> str:
-        self.client.update_team({"team_id": change.team_id, **{name: after for name, _, after in change.fields},
-                                 **extra})
+        # /team/update ignores team_member_permissions on every version; /team/permissions_update sets them.
+        body = {name: after for name, _, after in change.fields if name != "team_member_permissions"}
+        if body or extra:
+            self.client.update_team({"team_id": change.team_id, **body, **extra})
+        for name, _, after in change.fields:
+            if name == "team_member_permissions":
+                self.client.set_member_permissions(change.team_id, after)
         return ""
 
     def _delete_team(self, change: DeleteTeam) -> str:
@@ -373,5 +388,16 @@ class Applier:
         return ""
 
     def _leave(self, change: Leave) -> str:
-        self.client.remove_member(change.team_id, user_id_for(change.name))
+        """Only once no key of the member is bound to the team, read again now: LiteLLM 1.80 deletes them with the
+        membership (docs/litellm.md §10)."""
+        user = user_id_for(change.name)
+        info = self.client.team_info(change.team_id)
+        if info is None:
+            return "(team already gone)"
+        bound = [k for k in info.get("keys") or [] if isinstance(k, dict) and k.get("user_id") == user]
+        if bound:
+            which = ", ".join(str(k.get("key_alias") or str(k.get("token", ""))[:12]) for k in bound[:5])
+            raise ReconcileError(f"{change.name} still has {len(bound)} key(s) bound to team {change.team} "
+                                 f"({which}); the membership stays, because LiteLLM may delete them with it")
+        self.client.remove_member(change.team_id, user)
         return ""

@@ -28,11 +28,12 @@ class AuditLog:
 
     def __call__(self, outcome: Outcome) -> None:
         data = outcome.change.data
+        after = data.get("after")
         line = json.dumps({
             "time": iso(utcnow()), "actor": self.actor, "proxy": self.proxy_url, "plan_checksum": self.checksum,
             "change": data["kind"], "developer": data.get("developer"), "team": data.get("team"),
             "reason": data["reason"],
-            "alias": data.get("alias") or data.get("after", {}).get("alias"),
+            "alias": data.get("alias") or (after.get("alias") if isinstance(after, dict) else None),
             "token_prefix": outcome.new_token[:12] if outcome.new_token else data.get("token_prefix"),
             "retired_token_prefix": data.get("old_token_prefix"),
             "result": "ok" if outcome.ok else "failed", "message": outcome.message,

@@ -319,6 +319,9 @@ class LiteLLMClient:
     def update_team(self, body: dict[str, Any]) -> None:
         self._write("/team/update", body)
 
+    def set_member_permissions(self, team_id: str, permissions: list[str]) -> None:
+        self._write("/team/permissions_update", {"team_id": team_id, "team_member_permissions": permissions})
+
     def delete_team(self, team_id: str) -> None:
         try:
             self._write("/team/delete", {"team_ids": [team_id]})

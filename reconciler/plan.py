@@ -480,6 +480,8 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
 
     changes += [c for c in team_changes if selected(c.name) or c.subject == "team"]
     warnings += team_warnings
+    changes, held = _hold_leaves(changes, live)
+    warnings += held
     if options.no_delete:
         changes = [c for c in changes if not isinstance(c, (Delete, RemoveFile)) and c.kind != "delete-team"]
     if catalog is not None:
@@ -490,6 +492,33 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
                 + len(seen.unproven), roster.sha256, fingerprint(relevant, seen_teams.relevant(roster)), now,
                 tuple(expiring), len(current), tuple(sorted(team_ids.items())))
+
+
+def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change], list[str]]:
+    """A member leaves a team only when no key of theirs stays bound to it after this plan's key changes: LiteLLM
+    may delete a member's keys in the team with the membership (docs/litellm.md §10). A key stays when the plan
+    neither deletes it nor moves it (a key whose new team is in conflict waits, and so does its old membership;
+    a rotated-out key keeps its team through its grace)."""
+    going = {c.key.token for c in changes if isinstance(c, Delete)}
+    going |= {c.key.token for c in changes if isinstance(c, Update) and any(f == "team" for f, _, _ in c.fields)}
+    for c in changes:
+        if isinstance(c, Rotate):
+            going.update(c.drop)
+            if c.retire_at is None:
+                going.add(c.old.token)
+    kept, held = [], []
+    for change in changes:
+        team_id = getattr(change, "team_id", None) if change.kind == "leave-team" else None
+        if team_id:
+            bound = [k for k in live if k.team_id == team_id and k.user_id == user_id_for(change.name)
+                     and k.token not in going]
+            if bound:
+                held.append(f"{change.name}: stays a member of team {getattr(change, 'team', '')} while "
+                            f"{len(bound)} key(s) of theirs are bound to it ({', '.join(str(k.alias) for k in bound)})"
+                            "; LiteLLM may delete them with the membership")
+                continue
+        kept.append(change)
+    return kept, held
 
 
 def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,

@@ -184,7 +184,7 @@ class AdoptTeam(UpdateTeam):
 
 @dataclass(frozen=True)
 class DeleteTeam(TeamChange):
-    kind, symbol, order = "delete-team", "-", 3
+    kind, symbol, order = "delete-team", "-", 4
     team_id: str = ""
 
     def _data(self) -> dict[str, Any]:
@@ -215,12 +215,15 @@ class MemberBudget(Change):
     after: float | None = None
 
     def _data(self) -> dict[str, Any]:
-        return {"team": self.team, "before": self.before, "after": self.after}
+        return {"team": self.team, **before_after((("member_budget", self.before, self.after),))}
 
 
 @dataclass(frozen=True)
 class Leave(Change):
-    kind, symbol, order = "leave-team", "-", 2
+    """After every key change: LiteLLM may delete a member's keys in the team with the membership (docs/litellm.md
+    §10), so a member leaves only once no key of theirs is bound there (the diff waits; apply checks again)."""
+
+    kind, symbol, order = "leave-team", "-", 3
     team: str = ""
     team_id: str = ""
 
@@ -270,8 +273,10 @@ def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired]) -> 
             if problem or not roster.keys.adopt_unmanaged:
                 why = f"{problem}, so it cannot be taken over" if problem else \
                     "set keys.adopt_unmanaged: true to take it over in place, or rename the roster's team"
-                changes.append(TeamConflict(want.name, f"a team made by hand is called {want.name}: {why}; its "
-                                                       "members' keys wait until then", team=hand))
+                waiting = ", ".join(sorted(members[want.name])) or "none"
+                changes.append(TeamConflict(want.name, f"a team made by hand is called {want.name}: {why}; until "
+                                                       f"then its members' changes wait (members: {waiting})",
+                                            team=hand))
                 continue
             changes.append(AdoptTeam(want.name, "taking over a team made by hand", team_id=hand.team_id,
                                      fields=tuple(team_fields(roster, want, hand)),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import httpx
+
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
 TEAMS = [{"name": "platform", "models": ["claude-code"], "max_budget": 100, "budget_duration": "30d",
           "rpm_limit": 60, "member_budget": 20},
@@ -174,3 +176,64 @@ def test_import_brings_a_hand_made_team_in_and_apply_takes_it_over_in_place(real
     assert teams["research"]["members"] == ["roster:ada"]
     assert litellm.models_for(made["key"]) == [SONNET]  # the same key, still working
     _converged(ws)
+
+
+def test_a_member_budget_change_applies_and_every_change_is_audited(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS[:3], teams=TEAMS[:1])
+    assert ws.run("apply").rc == 0
+    ws.write_roster(DEVELOPERS[:3], teams=[{**TEAMS[0], "member_budget": 35}])
+    applied = ws.run("apply")
+    assert applied.rc == 0 and "Apply complete: 3 done, 0 failed." in applied.stdout, applied.stdout + applied.stderr
+    assert set(_teams(litellm)["platform"]["budgets"].values()) == {35.0}
+    lines = [json.loads(line) for line in (ws.root / "audit.jsonl").read_text().splitlines()]
+    budgets = [line for line in lines if line["change"] == "member-budget"]
+    assert sorted(line["developer"] for line in budgets) == ["jane", "john", "priya"]
+    assert all(line["result"] == "ok" for line in budgets)
+    _converged(ws)
+
+
+def test_no_member_leaves_a_team_while_a_key_of_theirs_is_bound_there(real_workspace, litellm):
+    """A move into a team that is in conflict: the key cannot move, so the old membership stays (LiteLLM 1.80
+    deletes a member's keys in the team with the membership; docs/litellm.md §10), and the key keeps working."""
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS[:3], teams=TEAMS[:1])
+    assert ws.run("apply").rc == 0
+    jane = ws.decrypt("jane")
+    litellm.http.post("/team/new", json={"team_alias": "research", "models": [SONNET]}).raise_for_status()
+    moved = [{**DEVELOPERS[0], "team": "research"}, *DEVELOPERS[1:3]]
+    ws.write_roster(moved, teams=[*TEAMS[:1], {"name": "research", "models": [SONNET]}])
+    plan = ws.run("plan")
+    assert "leave-team" not in plan.stdout, plan.stdout
+    assert "jane: stays a member of team platform while 1 key(s) of theirs are bound to it" in plan.stdout
+    assert "until then its members' changes wait (members: jane)" in plan.stdout
+    applied = ws.run("apply")
+    assert applied.rc == 1 and "1 conflict(s) left unresolved: research" in applied.stdout, applied.stdout
+    assert "roster:jane" in _teams(litellm)["platform"]["members"]
+    assert litellm.models_for(jane) == [OPUS, SONNET] and ws.decrypt("jane") == jane
+
+
+def test_member_permissions_granted_by_hand_are_removed_in_one_apply(real_workspace, litellm):
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS[3:], teams=TEAMS[1:])
+    assert ws.run("apply").rc == 0
+    team = _teams(litellm)["data"]["id"]
+    litellm.http.post("/team/permissions_update", json={
+        "team_id": team, "team_member_permissions": ["/key/generate", "/key/update"]}).raise_for_status()
+    plan = ws.run("plan")
+    assert "team_member_permissions: [/key/generate, /key/update] -> []" in plan.stdout, plan.stdout
+    assert ws.run("apply").rc == 0
+    info = litellm.http.get("/team/info", params={"team_id": team}).json()["team_info"]
+    assert info["team_member_permissions"] == []
+    _converged(ws)
+
+
+def test_an_internal_user_cannot_create_teams(litellm):
+    """docs/litellm.md §10: /team/new is the proxy admin's."""
+    litellm.http.post("/user/new", json={"user_id": "eve", "user_role": "internal_user",
+                                         "auto_create_key": False}).raise_for_status()
+    secret = "sk-eve-0123456789abcdef"
+    litellm.http.post("/key/generate", json={"key": secret, "user_id": "eve"}).raise_for_status()
+    made = httpx.post(f"{litellm.url}/team/new", json={"team_alias": "eves"},
+                      headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+    assert made.status_code in (401, 403), made.text
