@@ -60,11 +60,12 @@ class Sandbox:
     def __init__(self, url: str):
         self.url = url
 
-    def seed(self, rows: list[dict]) -> None:
+    def seed(self, rows: list[dict], users: list[dict]) -> None:
         with httpx.Client(timeout=60) as client:
-            for start in range(0, len(rows), 5000):
-                client.post(f"{self.url}/_sandbox/seed", json={"keys": rows[start:start + 5000]},
-                            headers={"Authorization": f"Bearer {MASTER}"}).raise_for_status()
+            for start in range(0, max(len(rows), len(users)), 5000):
+                client.post(f"{self.url}/_sandbox/seed", headers={"Authorization": f"Bearer {MASTER}"},
+                            json={"keys": rows[start:start + 5000], "users": users[start:start + 5000]}
+                            ).raise_for_status()
 
     def requests_made(self) -> int | None:
         stats = httpx.get(f"{self.url}/_sandbox/stats", headers={"Authorization": f"Bearer {MASTER}"}).json()
@@ -77,16 +78,23 @@ class LiteLLM:
     def __init__(self, proxy):
         self.url, self.proxy = proxy.url, proxy
 
-    def seed(self, rows: list[dict]) -> None:
+    def seed(self, rows: list[dict], users: list[dict]) -> None:
         def text(value: str | None) -> str:
             return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
+        def array(values: list[str]) -> str:
+            return f"ARRAY[{', '.join(map(text, values))}]::text[]"
+
         values = ",\n".join(
-            f"({text(r['token'])}, {text(r['key_alias'])}, ARRAY[{', '.join(map(text, r['models']))}]::text[], "
-            f"{text(r.get('user_id'))}, {text(json.dumps(r.get('metadata', {})))}::jsonb, 'default_user_id', "
-            f"'default_user_id', {text(r['created_at'])}::timestamp)" for r in rows)
+            f"({text(r['token'])}, {text(r['key_alias'])}, {array(r['models'])}, {text(r.get('user_id'))}, "
+            f"{text(json.dumps(r.get('metadata', {})))}::jsonb, 'default_user_id', 'default_user_id', "
+            f"{text(r['created_at'])}::timestamp, {array(r.get('allowed_routes', []))})" for r in rows)
         sql = ('INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, models, user_id, metadata, created_by, '
-               f"updated_by, created_at) VALUES {values};")
+               f"updated_by, created_at, allowed_routes) VALUES {values};")
+        if users:
+            sql += ('\nINSERT INTO "LiteLLM_UserTable" (user_id, user_role, models, metadata) VALUES '
+                    + ",\n".join(f"({text(u['user_id'])}, {text(u['user_role'])}, {array(u['models'])}, "
+                                  f"{text(json.dumps(u['metadata']))}::jsonb)" for u in users) + ";")
         self.proxy.database.psql(self.proxy.database.DATABASE, "-f", "-", stdin=sql)
 
     def requests_made(self) -> int | None:
@@ -123,10 +131,14 @@ def seed(target, n: int) -> list[str]:
     names = [f"dev-{i:06d}" for i in range(managed)]
     rows = [{"token": hashlib.sha256(f"bench-{name}".encode()).hexdigest(), "key_alias": f"cc-{name}",
              "models": MODELS[:2], "user_id": f"roster:{name}", "created_at": created,
-             "metadata": {"managed_by": "litellm-roster", "roster_name": name}} for name in names]
+             "metadata": {"managed_by": "litellm-roster", "roster_name": name}, "allowed_routes": ["llm_api_routes"]}
+            for name in names]
     rows += [{"token": hashlib.sha256(f"bench-svc-{i}".encode()).hexdigest(), "key_alias": f"svc-{i:06d}",
               "models": MODELS[:1], "created_at": created} for i in range(n - managed)]
-    target.seed(rows)
+    # Each developer's LiteLLM user, as apply makes it (docs/security.md, "LiteLLM identities").
+    users = [{"user_id": f"roster:{name}", "user_role": "internal_user_viewer", "models": sorted(MODELS[:2]),
+              "metadata": {"managed_by": "litellm-roster", "roster_name": name}} for name in names]
+    target.seed(rows, users)
     return names
 
 
@@ -247,7 +259,9 @@ def bench_plan(target_name: str, n: int, repeat: int, reconcile: Path, lasm: Pat
         if lasm:
             result["lasm"] = median(other)
     result.update({"n": n, "managed": len(names), "expected": expected,
-                   "request_budget": math.ceil(n / 100) + 3, "plan_over_floor": result["wall_s"] / result["floor_s"]})
+                   # pages of keys and of users, /model/info, /team/list, /health/readiness
+                   "request_budget": math.ceil(n / 100) + max(1, math.ceil(n * MANAGED_SHARE / 100)) + 3,
+                   "plan_over_floor": result["wall_s"] / result["floor_s"]})
     return result
 
 

@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from . import TOOL_NAME
 from .delivery import clean_temp_files, refresh_fields, remove, write_atomic
 from .errors import ProxyError, ReconcileError
-from .live import NEVER, managed_metadata, user_id_for
+from .live import LLM_ROUTES, MARKER, NEVER, managed_metadata, user_id_for
 from .plan import (
     EXPIRY_TOLERANCE,
     Adopt,
@@ -41,10 +42,13 @@ from .redact import REDACT
 from .roster import RETIRING_SUFFIX, Roster
 from .teams import AdoptTeam, CreateTeam, DeleteTeam, Join, Leave, MemberBudget, UpdateTeam, team_metadata
 from .timeutil import iso, parse_litellm_time
+from .users import NO_BUDGET, ROLE, CreateUser, DeleteUser, LiveUser, Revoke, UpdateUser, user_metadata
 
 log = logging.getLogger(__name__)
 
 SECRET_BYTES = 32
+# Changes that refer to the developer's LiteLLM user: they wait for it to be the tool's.
+NEEDS_USER = frozenset({"create", "rotate", "adopt", "update", "join-team", "member-budget"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Applier:
         self.not_started = 0
         self._issued: dict[str, str] = {}  # developer -> hash of the key this run registered for them
         self.team_ids: dict[str, str] = {}  # roster team -> its id: the plan's, and those this run creates
+        self.users_failed: set[str] = set()  # developers whose user this run could not create or correct
 
     def path_for(self, name: str) -> Path:
         return self.directory / f"{name}{SUFFIX}"
@@ -124,7 +129,12 @@ class Applier:
                        Update: self._update, Delete: self._delete, RemoveFile: self._remove_file,
                        CreateTeam: self._create_team, UpdateTeam: self._update_team, DeleteTeam: self._delete_team,
                        AdoptTeam: self._adopt_team,
-                       Join: self._join, MemberBudget: self._member_budget, Leave: self._leave}[type(change)]
+                       Join: self._join, MemberBudget: self._member_budget, Leave: self._leave,
+                       CreateUser: self._create_user, UpdateUser: self._update_user, DeleteUser: self._delete_user,
+                       Revoke: self._revoke}[type(change)]
+            if change.name in self.users_failed and change.kind in NEEDS_USER:
+                raise ReconcileError(f"the LiteLLM user {user_id_for(change.name)} could not be made the tool's "
+                                     "(see its change): nothing was done")
             message = handler(change) or ""
             log.info("%s %s %s: done %s", change.symbol, change.kind, change.name, message)
             outcome = Outcome(change, True, message, self._issued.pop(change.name, None))
@@ -138,6 +148,8 @@ class Applier:
                 log.debug("%s: %s", change.name, REDACT("".join(traceback.format_exception(exc))))
             message = REDACT.shorten(message, 500)
             self._issued.pop(change.name, None)
+            if isinstance(change, (CreateUser, UpdateUser)):
+                self.users_failed.add(change.name)
             log.error("%s %s %s: failed: %s", change.symbol, change.kind, change.name, message)
             outcome = Outcome(change, False, message)
         try:
@@ -152,6 +164,7 @@ class Applier:
     def _generate_body(self, want: Desired, secret: str, now: datetime) -> dict[str, Any]:
         body: dict[str, Any] = {"key": secret, "key_alias": want.alias, "models": list(want.models),
                                 "user_id": want.user_id, "metadata": managed_metadata(want.name),
+                                "allowed_routes": list(LLM_ROUTES),
                                 "duration": _duration_until(want.expires, now), "blocked": want.blocked}
         body.update({k: v for k, v in want.limits.as_dict().items() if v is not None})
         if want.team is not None:
@@ -273,6 +286,7 @@ class Applier:
         # The record first: a key marked as adopted without one would be an unproven claim, never changed again.
         write_atomic(self.adoption_path(want.name), adoption_document(want.name, key.token, iso(now)))
         body = {"key": key.token, "key_alias": want.alias, "models": list(want.models), "user_id": want.user_id,
+                "allowed_routes": list(LLM_ROUTES),
                 "metadata": managed_metadata(want.name, key.metadata, delivery="external"),
                 "duration": _new_duration(want.expires, now), **want.limits.as_dict(),
                 "team_id": self.team_id(want.team) if want.team else None}
@@ -400,4 +414,63 @@ class Applier:
             raise ReconcileError(f"{change.name} still has {len(bound)} key(s) bound to team {change.team} "
                                  f"({which}); the membership stays, because LiteLLM may delete them with it")
         self.client.remove_member(change.team_id, user)
+        return ""
+
+    # ------------------------------------------------------------ users (docs/litellm.md §11)
+
+    def _create_user(self, change: CreateUser) -> str:
+        user = user_id_for(change.name)
+        body = {"user_id": user, "user_role": ROLE, "models": list(change.models),
+                "metadata": user_metadata(change.name)}
+        try:
+            self.client.new_user(body)
+        except ProxyError as exc:
+            # A retry whose first answer was lost meets "already exists": only a user that is already ours is fine.
+            if exc.status != 409 and "already exists" not in exc.detail.lower():
+                raise
+            found = self.client.user_info(user)
+            if found is None or not LiveUser.from_api(found).ours:
+                raise ReconcileError(f"the LiteLLM user {user} was made by someone else since the plan; nothing "
+                                     "was done (plan again)") from None
+        return ""
+
+    def _update_user(self, change: UpdateUser) -> str:
+        user = user_id_for(change.name)
+        after = {name: value for name, _, value in change.fields}
+        for team_id in [t for name, before, _ in change.fields if name == "other_teams" for t in before]:
+            self._leave_other_team(change.name, team_id)
+        body = {"user_id": user, **{k: v for k, v in after.items() if k in ("user_role", "models", "max_budget")},
+                "metadata": user_metadata(change.name, dict(change.metadata))}
+        answer = self.client.update_user(body)
+        data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
+        if "max_budget" in after and data.get("max_budget") is not None:
+            # LiteLLM up to 1.80 ignores a null budget: a budget no one reaches reads as none (docs/litellm.md §11).
+            self.client.update_user({"user_id": user, "max_budget": NO_BUDGET})
+        return ""
+
+    def _leave_other_team(self, name: str, team_id: str) -> None:
+        """A membership in a team that is not the tool's: its keys there are revoked by this plan, and the membership
+        (which could let the developer use that team's models) goes. Never while a key the tool issued is bound."""
+        info = self.client.team_info(team_id)
+        if info is None:
+            return
+        user = user_id_for(name)
+        ours = [k for k in info.get("keys") or [] if isinstance(k, dict) and k.get("user_id") == user
+                and (k.get("metadata") or {}).get(MARKER) == TOOL_NAME]
+        if ours:
+            raise ReconcileError(f"a key of {name}'s is bound to team {team_id}, which is not the tool's; left alone")
+        self.client.remove_member(team_id, user)
+
+    def _delete_user(self, change: DeleteUser) -> str:
+        """Only a user with no key left: LiteLLM deletes a user's keys with it (docs/litellm.md §11)."""
+        user = user_id_for(change.name)
+        left = self.client.keys_of_user(user)
+        if left:
+            raise ReconcileError(f"the LiteLLM user {user} still has {len(left)} key(s); it is not deleted, because "
+                                 "LiteLLM would delete them with it")
+        self.client.delete_user(user)
+        return ""
+
+    def _revoke(self, change: Revoke) -> str:
+        self.client.delete([change.key.token])
         return ""

@@ -80,6 +80,30 @@ def shape_error(route: str, what: str) -> ProxyError:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """One of LiteLLM's paged listings: where it is, and what its pages call things."""
+
+    path: str
+    items: str
+    ident: str
+    total: str
+    size_param: str
+    what: str
+    params: dict[str, str]
+
+    @property
+    def route(self) -> str:
+        return f"GET {self.path}"
+
+
+KEY_LISTING = Listing("/key/list", "keys", "token", "total_count", "size", "key",
+                      {"return_full_object": "true", "sort_by": "token", "sort_order": "asc"})
+# Ordered by user_id where the version sorts (unique, so pages cannot overlap); the count check covers the rest.
+USER_LISTING = Listing("/user/list", "users", "user_id", "total", "page_size", "user",
+                       {"sort_by": "user_id", "sort_order": "asc"})
+
+
+@dataclass(frozen=True)
 class Identity:
     """Whose credential the client holds, as the proxy sees it."""
 
@@ -216,50 +240,58 @@ class LiteLLMClient:
 
         By hash because it is unique: ordered by created_at, which many keys can share (a bulk import, a migration),
         PostgreSQL may return a key on two pages and skip another (LiteLLM adds no tiebreaker; docs/litellm.md §3).
-        A key created or deleted while we page can still shift one past us, so the count is checked and the listing
-        repeated; a listing that never adds up is an error, never a plan made from part of the keys.
         """
+        return self._list_all(KEY_LISTING)
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """Every LiteLLM user, in pages of 100 (docs/litellm.md §11)."""
+        return self._list_all(USER_LISTING)
+
+    def _list_all(self, listing: Listing) -> list[dict[str, Any]]:
+        """A row created or deleted while we page can still shift one past us, so the count is checked and the
+        listing repeated; a listing that never adds up is an error, never a plan made from part of the rows."""
         for _ in range(3):
-            keys, total = self._list_once()
-            unique = {k["token"]: k for k in keys}
+            rows, total = self._list_once(listing)
+            unique = {r[listing.ident]: r for r in rows}
             if len(unique) == total:
                 return list(unique.values())
-            log.debug("key list changed while paging (%d seen, %d reported); listing again", len(unique), total)
-        raise ProxyError("GET /key/list", 200, f"the key list did not add up three times ({len(unique):,} distinct "
-                                               f"keys seen, {total:,} reported): keys are changing; try again")
+            log.debug("%s changed while paging (%d seen, %d reported); listing again", listing.route, len(unique),
+                      total)
+        raise ProxyError(listing.route, 200, f"the listing did not add up three times ({len(unique):,} distinct "
+                                             f"seen, {total:,} reported): it is changing; try again")
 
-    def _list_page(self, page: int) -> dict[str, Any]:
-        params = {"page": page, "size": self.PAGE_SIZE, "return_full_object": "true",
-                  "sort_by": "token", "sort_order": "asc"}
-        body = self.request("GET", "/key/list", params=params)
-        route = "GET /key/list"
-        if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
-            raise shape_error(route, f"page {page} is {_kind(body)} without a 'keys' list")
-        if len(body["keys"]) > self.PAGE_SIZE:
-            raise shape_error(route, f"page {page} holds {len(body['keys'])} keys, more than the {self.PAGE_SIZE} "
-                                     "asked for")
-        for i, key in enumerate(body["keys"]):
-            if not isinstance(key, dict) or not isinstance(key.get("token"), str) or not key["token"]:
-                raise shape_error(route, f"page {page}, key #{i + 1} is {_kind(key)} without a 'token' string")
-        for name in ("total_pages", "total_count"):
+    def _list_page(self, listing: Listing, page: int) -> dict[str, Any]:
+        params = {"page": page, listing.size_param: self.PAGE_SIZE, **listing.params}
+        body = self.request("GET", listing.path, params=params)
+        route, what = listing.route, listing.what
+        if not isinstance(body, dict) or not isinstance(body.get(listing.items), list):
+            raise shape_error(route, f"page {page} is {_kind(body)} without a '{listing.items}' list")
+        if len(body[listing.items]) > self.PAGE_SIZE:
+            raise shape_error(route, f"page {page} holds {len(body[listing.items])} {what}s, more than the "
+                                     f"{self.PAGE_SIZE} asked for")
+        for i, row in enumerate(body[listing.items]):
+            if not isinstance(row, dict) or not isinstance(row.get(listing.ident), str) or not row[listing.ident]:
+                raise shape_error(route, f"page {page}, {what} #{i + 1} is {_kind(row)} without a "
+                                         f"'{listing.ident}' string")
+        for name in ("total_pages", listing.total):
             if not _count(body.get(name)):
                 raise shape_error(route, f"{name} is {_kind(body.get(name))}, not a count")
         return body
 
-    def _list_once(self) -> tuple[list[dict[str, Any]], int]:
-        first = self._list_page(1)
-        total = first["total_count"]
+    def _list_once(self, listing: Listing) -> tuple[list[dict[str, Any]], int]:
+        first = self._list_page(listing, 1)
+        total = first[listing.total]
         pages = first["total_pages"]
         # Bounded by what the count implies and by a hard ceiling, so a lying proxy cannot keep us paging.
         if pages > math.ceil(total / self.PAGE_SIZE) + 1 or pages > self.MAX_PAGES:
-            raise shape_error("GET /key/list", f"{pages:,} pages for {total:,} keys (at most {self.MAX_PAGES:,} "
-                                               f"pages of {self.PAGE_SIZE} are read)")
-        keys = list(first["keys"])
+            raise shape_error(listing.route, f"{pages:,} pages for {total:,} {listing.what}s (at most "
+                                             f"{self.MAX_PAGES:,} pages of {self.PAGE_SIZE} are read)")
+        rows = list(first[listing.items])
         if pages > 1:
             with ThreadPoolExecutor(min(self.LIST_CONCURRENCY, pages - 1)) as pool:
-                for body in pool.map(self._list_page, range(2, pages + 1)):
-                    keys.extend(body["keys"])
-        return keys, total
+                for body in pool.map(lambda page: self._list_page(listing, page), range(2, pages + 1)):
+                    rows.extend(body[listing.items])
+        return rows, total
 
     def model_info(self) -> list[dict[str, Any]]:
         body = self.request("GET", "/model/info")
@@ -273,14 +305,20 @@ class LiteLLMClient:
                                                      "string and 'litellm_params' object")
         return data
 
-    def key_info(self, key: str) -> dict[str, Any] | None:
-        """A key's row by hash, or None if LiteLLM never saw it. Deleted keys answer too (§4)."""
+    def _found(self, route: str, params: dict[str, str]) -> Any:
+        """A GET whose "not found" (in any of LiteLLM's ways of saying it) is None."""
         try:
-            body = self.request("GET", "/key/info", params={"key": key})
+            return self.request("GET", route, params=params)
         except ProxyError as exc:
             if not_found(exc):
                 return None
             raise
+
+    def key_info(self, key: str) -> dict[str, Any] | None:
+        """A key's row by hash, or None if LiteLLM never saw it. Deleted keys answer too (§4)."""
+        body = self._found("/key/info", {"key": key})
+        if body is None:
+            return None
         if not isinstance(body, dict) or not isinstance(body.get("info"), dict):
             raise shape_error("GET /key/info", f"{_kind(body)} without an 'info' object")
         return body["info"]
@@ -299,12 +337,9 @@ class LiteLLMClient:
 
     def team_info(self, team_id: str) -> dict[str, Any] | None:
         """{"team_info": ..., "keys": [...], "team_memberships": [...]}, or None if there is no such team."""
-        try:
-            body = self.request("GET", "/team/info", params={"team_id": team_id})
-        except ProxyError as exc:
-            if not_found(exc):
-                return None
-            raise
+        body = self._found("/team/info", {"team_id": team_id})
+        if body is None:
+            return None
         if not isinstance(body, dict) or not isinstance(body.get("team_info"), dict) \
                 or not isinstance(body.get("keys", []), list):
             raise shape_error("GET /team/info", f"{_kind(body)} without a 'team_info' object and a 'keys' list")
@@ -318,6 +353,34 @@ class LiteLLMClient:
 
     def update_team(self, body: dict[str, Any]) -> None:
         self._write("/team/update", body)
+
+    def new_user(self, body: dict[str, Any]) -> None:
+        """/user/new, never with a key of its own (it makes one unless told not to)."""
+        self._write("/user/new", {**body, "auto_create_key": False})
+
+    def user_info(self, user_id: str) -> dict[str, Any] | None:
+        """The user's row, or None if there is none (1.77 and older answer 200 with an empty row)."""
+        body = self._found("/user/info", {"user_id": user_id})
+        info = body.get("user_info") if isinstance(body, dict) else None
+        return info if isinstance(info, dict) and info.get("user_id") == user_id else None
+
+    def update_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._write("/user/update", body)
+
+    def delete_user(self, user_id: str) -> None:
+        try:  # the answer is the number of users deleted
+            self.request("POST", "/user/delete", body={"user_ids": [user_id]})
+        except ProxyError as exc:
+            if not not_found(exc):
+                raise
+
+    def keys_of_user(self, user_id: str) -> list[str]:
+        """The hashes of a user's keys, read now (at most one page: the caller wants to know whether any is left)."""
+        body = self.request("GET", "/key/list", params={"user_id": user_id, "size": self.PAGE_SIZE})
+        keys = body.get("keys") if isinstance(body, dict) else None
+        if not isinstance(keys, list):
+            raise shape_error("GET /key/list", f"{_kind(body)} without a 'keys' list")
+        return [k if isinstance(k, str) else str((k or {}).get("token", "")) for k in keys]
 
     def set_member_permissions(self, team_id: str, permissions: list[str]) -> None:
         self._write("/team/permissions_update", {"team_id": team_id, "team_member_permissions": permissions})

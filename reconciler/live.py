@@ -15,9 +15,11 @@ MARKER = "managed_by"
 # LiteLLM records who created a key, server-side, as the caller's user_id; the master key's is this name. A key
 # made by anyone else was not made by this tool, whatever its metadata says (docs/design.md, "Ownership").
 ADMIN_CREATOR = "default_user_id"
-# A developer's key belongs to the LiteLLM user "roster:<name>": a namespace no other proxy user is in, so naming a
+# A developer's key belongs to the LiteLLM user "roster:<name>", which the tool makes and owns (users.py): naming a
 # developer after an existing (admin) user does not hand out that user's rights.
 USER_PREFIX = "roster:"
+# What a developer's key may call: LLM routes (and /v1/models) only, never a management route (docs/litellm.md §11).
+LLM_ROUTES = ("llm_api_routes",)
 # LiteLLM 1.77 cannot clear a key's expiry; the tool then sets it past this instant, which means "never" everywhere.
 NEVER = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
@@ -42,6 +44,7 @@ class LiveKey:
     created_by: str | None = None
     has_created_by: bool = True  # False on LiteLLM versions whose keys carry no created_by at all
     team_id: str | None = None
+    allowed_routes: tuple[str, ...] = ()
 
     @classmethod
     def from_api(cls, obj: dict[str, Any]) -> LiveKey:
@@ -65,6 +68,7 @@ class LiveKey:
             created_by=check.text("created_by"),
             has_created_by="created_by" in obj,
             team_id=check.text("team_id"),
+            allowed_routes=tuple(check.strings("allowed_routes")),
         )
 
     @property

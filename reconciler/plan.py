@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .catalog import ModelCatalog
-from .live import LiveKey, user_id_for
+from .live import LLM_ROUTES, LiveKey, user_id_for
 from .options import Options
 from .ownership import classify
 from .recipients import canonical
@@ -19,6 +19,7 @@ from .timeutil import format_duration, humanize, iso
 
 if TYPE_CHECKING:
     from .teams import LiveTeam
+    from .users import LiveUser
 
 FORMAT_VERSION = 1
 EXPIRY_TOLERANCE = timedelta(minutes=5)  # LiteLLM stores now+duration at apply time; compare loosely
@@ -225,6 +226,7 @@ class Plan:
     expiring: tuple[tuple[str, datetime], ...] = ()  # (developer, expiry) within keys.expiry_warning
     current_count: int = 0  # developers' current managed keys: what "all of them" means to the brakes
     team_ids: tuple[tuple[str, str], ...] = ()  # (roster team, id) of the tool's teams on the proxy
+    revoked: int = 0  # keys under roster users that the tool did not issue: revoked by this plan
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -258,6 +260,11 @@ class Plan:
         if any(teams):
             text += (f" Teams: {teams[0]} to create, {teams[1]} to update, {teams[2]} to delete; {teams[3]} "
                      "membership change(s).")
+        users = [self.count("create-user"), self.count("update-user"), self.count("delete-user")]
+        if any(users):
+            text += f" Users: {users[0]} to create, {users[1]} to update, {users[2]} to delete."
+        if self.count("revoke"):
+            text += f" {self.count('revoke')} key(s) the tool did not issue to revoke."
         if self.count("conflict"):
             text += f" {self.count('conflict')} conflict(s) need a decision."
         return text
@@ -280,7 +287,8 @@ class Plan:
                 "expiring_soon": [{"developer": name, "expires": iso(when)} for name, when in self.expiring]}
 
 
-def fingerprint(keys: list[LiveKey], teams: list[LiveTeam] | None = None) -> str:
+def fingerprint(keys: list[LiveKey], teams: list[LiveTeam] | None = None,
+                users: list[LiveUser] | None = None) -> str:
     """Changes when any field the diff reads changes on any of these keys or teams: for stale-plan detection."""
     rows = sorted((k.token, k.alias, k.models, k.blocked, iso(k.expires), k.user_id,
                    json.dumps(k.metadata, sort_keys=True, default=str), tuple(k.limits.as_dict().values()), k.team_id)
@@ -288,6 +296,8 @@ def fingerprint(keys: list[LiveKey], teams: list[LiveTeam] | None = None) -> str
     if teams:  # absent for rosters without teams, so their fingerprints stay what they were
         rows.append(sorted((t.team_id, t.models, tuple(t.settings().values()), t.members, t.admins,
                             sorted(t.member_budgets.items())) for t in teams))
+    if users:
+        rows.append(sorted((u.user_id, u.role, u.models, u.max_budget, u.teams, u.ours) for u in users))
     return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
 
 
@@ -358,6 +368,8 @@ def _proxy_fields(want: Desired, key: LiveKey, team_names: dict[str, str]) -> li
         fields.append(("user_id", key.user_id, want.user_id))
     if key.team_id != want.team_id or (want.team is not None and want.team_id is None):
         fields.append(("team", team_names.get(key.team_id or "", key.team_id), want.team))
+    if key.allowed_routes != LLM_ROUTES:
+        fields.append(("allowed_routes", list(key.allowed_routes), list(LLM_ROUTES)))
     return fields
 
 
@@ -411,8 +423,11 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
 
 def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *,
          catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options | None = None,
-         teams: list[LiveTeam] | None = None) -> Plan:
-    from .teams import classify_teams, diff_teams  # teams.py builds on this module's Change
+         teams: list[LiveTeam] | None = None, users: list[LiveUser] | None = None) -> Plan:
+    """users: the proxy's users; None where they were not read (unit tests of the key diff), which leaves the
+    developers' LiteLLM users out of the plan."""
+    from .teams import classify_teams, diff_teams  # teams.py and users.py build on this module's Change
+    from .users import Revoke, diff_users
 
     options = options or Options()
 
@@ -427,6 +442,19 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     files = records.files
     seen = classify(roster, live, records, now)
     current, retiring, handmade = seen.current, seen.retiring, seen.handmade
+    user_changes: list[Change] = []
+    blocked_users: set[str] = set()
+    alias_held = seen.blocked
+    if users is not None:
+        proven = {k.token for ks in [list(current.values()), seen.extra_current, *retiring.values()] for k in ks}
+        found = diff_users(users, live, proven, {k.token for k in handmade.values()}, desired,
+                           {t.team_id for t in seen_teams.ours.values()}, options.adopt,
+                           {k.token: problem for k, problem in seen.unproven})
+        user_changes, blocked_users = found.changes, found.blocked
+        waiting |= blocked_users  # their user is someone else's: a UserConflict says why
+        by_alias = {roster.keys.alias_for(d.name): d.name for d in roster.developers}
+        freed = {by_alias.get(c.key.alias or "") for c in user_changes if isinstance(c, Revoke)}
+        alias_held = seen.blocked - freed  # a revoked key no longer holds its alias
 
     changes: list[Change] = []
     warnings: list[str] = []
@@ -434,7 +462,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     selected = (lambda name: True) if options.only is None else (lambda name: name in options.only)
 
     for name in sorted(desired):
-        if not selected(name) or name in seen.blocked or name in waiting:  # a Conflict says why
+        if not selected(name) or name in alias_held or name in waiting:  # a Conflict says why
             continue
         want, dev = desired[name], roster.developer(name)
         assert dev is not None
@@ -478,20 +506,28 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
             changes.append(Conflict(name, f"{problem}; it is never changed: delete it by hand if it is not wanted",
                                     key=key))
 
-    changes += [c for c in team_changes if selected(c.name) or c.subject == "team"]
+    revoked = {c.key.token for c in user_changes if isinstance(c, Revoke)}
+    changes = [c for c in changes if not (isinstance(c, Conflict) and c.key is not None and c.key.token in revoked)]
+    changes += [c for c in user_changes if selected(c.name)]
+    changes += [c for c in team_changes if c.subject == "team" or (
+        selected(c.name) and not (c.name in blocked_users and c.kind in ("join-team", "member-budget")))]
     warnings += team_warnings
     changes, held = _hold_leaves(changes, live)
     warnings += held
     if options.no_delete:
-        changes = [c for c in changes if not isinstance(c, (Delete, RemoveFile)) and c.kind != "delete-team"]
+        changes = [c for c in changes if not isinstance(c, (Delete, RemoveFile))
+                   and c.kind not in ("delete-team", "delete-user", "revoke")]
     if catalog is not None:
         warnings.extend(alias_warnings(roster, catalog))
     changes.sort(key=lambda c: (c.order, c.name, c.kind))
     aliases = {d.alias for d in desired.values()}
     relevant = [k for k in live if k.managed or k.alias in aliases]  # what the plan was computed from
+    ours = {user_id_for(n) for n in {*desired, *current, *retiring}}
+    relevant_users = [u for u in users or [] if u.user_id in ours or u.user_id in {k.user_id for k in relevant}]
     return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
-                + len(seen.unproven), roster.sha256, fingerprint(relevant, seen_teams.relevant(roster)), now,
-                tuple(expiring), len(current), tuple(sorted(team_ids.items())))
+                + len(seen.unproven) - len(revoked), roster.sha256,
+                fingerprint(relevant, seen_teams.relevant(roster), relevant_users), now,
+                tuple(expiring), len(current), tuple(sorted(team_ids.items())), revoked=len(revoked))
 
 
 def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change], list[str]]:

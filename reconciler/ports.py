@@ -47,8 +47,22 @@ class TeamAPI(Protocol):
     def remove_member(self, team_id: str, user_id: str) -> None: ...
 
 
-class ProxyAPI(KeyAPI, TeamAPI, Protocol):
-    """What apply needs: keys and teams."""
+class UserAPI(Protocol):
+    def list_users(self) -> list[dict[str, Any]]: ...
+
+    def user_info(self, user_id: str) -> dict[str, Any] | None: ...
+
+    def new_user(self, body: dict[str, Any]) -> None: ...
+
+    def update_user(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def delete_user(self, user_id: str) -> None: ...
+
+    def keys_of_user(self, user_id: str) -> list[str]: ...
+
+
+class ProxyAPI(KeyAPI, TeamAPI, UserAPI, Protocol):
+    """What apply needs: keys, teams and users."""
 
 
 class Sealer(Protocol):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .live import user_id_for
 from .plan import Adopt, Change, Create, Delete, Plan, RemoveFile, Rotate, Update
 from .teams import CreateTeam, DeleteTeam, Join, Leave, MemberBudget, TeamConflict, UpdateTeam
 from .timeutil import format_duration, iso
+from .users import ROLE, CreateUser, DeleteUser, Revoke, UpdateUser, UserConflict, key_line
 
 MARKDOWN_FOLD_AFTER = 20  # longer plans go inside <details> so the comment stays readable
 
@@ -70,6 +72,20 @@ def details(change: Change) -> list[str]:
                 f"{value_text(change.after, 'max_budget')}"]
     if isinstance(change, DeleteTeam):
         return [f"team {change.team_id}"]
+    if isinstance(change, CreateUser):
+        return [f"user {user_id_for(change.name)}: role {ROLE}, models {value_text(change.models)}, no budget"]
+    if isinstance(change, UpdateUser):
+        return [f"user {user_id_for(change.name)}",
+                *(f"{name}: {value_text(before, name)} -> {value_text(after, name)}"
+                  for name, before, after in change.fields)]
+    if isinstance(change, DeleteUser):
+        return [f"user {user_id_for(change.name)}"]
+    if isinstance(change, Revoke):
+        return [f"key {change.key.token[:8]}… ({change.key.alias}) made by {change.key.created_by}, models "
+                f"{value_text(change.key.models)}"]
+    if isinstance(change, UserConflict):
+        return [f"user {change.user.user_id}: {change.user.describe()}",
+                *(f"its key {key_line(k)}" for k in change.keys)]
     if isinstance(change, TeamConflict):
         return [f"team {change.team.team_id} ({change.team.alias}); admins {value_text(change.team.admins)}"]
     return [f"key {change.data.get('token_prefix', '')[:8]}… ({change.data.get('alias')})"]
@@ -79,8 +95,12 @@ def header(plan: Plan) -> str:
     """What the plan really touches: managed keys, and how many of the others it takes over."""
     text_ = f"{plan.managed_count} managed key(s); {plan.unmanaged_count} other key(s) on the proxy"
     if plan.taken_over:
-        return text_ + f", of which this plan takes over {plan.taken_over} (high-risk, below)"
-    return text_ + " are never touched"
+        text_ += f", of which this plan takes over {plan.taken_over} (high-risk, below)"
+    else:
+        text_ += " are never touched"
+    if plan.revoked:
+        text_ += f"; {plan.revoked} key(s) under the developers' LiteLLM users that the tool did not issue are revoked"
+    return text_
 
 
 def text(plan: Plan, *, roster: str, proxy_url: str) -> str:

@@ -9,6 +9,10 @@ from .errors import BrakeError
 from .plan import Delete, Plan, Rotate, Update
 from .roster import Roster
 
+# Key fields whose change is the one-time move of keys made by earlier versions (to their roster: user, to LLM routes
+# only): not a change of anyone's access, so not counted (docs/security.md).
+MIGRATION_FIELDS = frozenset({"user_id", "allowed_routes"})
+
 
 @dataclass(frozen=True)
 class Brakes:
@@ -32,7 +36,7 @@ class Brakes:
         """Raise BrakeError naming the numbers when the plan is over a threshold, or holds a high-risk change
         (a takeover, a renamed alias template, a wildcard grant, a removed file), whatever the team size. Creates
         are never braked; deletes of rotated-out keys whose grace ended are routine and not counted; nor is the
-        one-time move of keys made by version 0.1 to their roster: user (docs/security.md)."""
+        one-time migration of keys made by earlier versions (MIGRATION_FIELDS), nor the developers' LiteLLM users."""
         if force:
             return
         current = plan.current_count
@@ -45,7 +49,7 @@ class Brakes:
             "deletes": sum(1 for c in plan.changes if isinstance(c, Delete) and c.key.retire_at is None),
             "rotations": sum(1 for c in plan.changes if isinstance(c, Rotate)),
             "updates": sum(1 for c in plan.changes if isinstance(c, Update) and c.key.retire_at is None
-                           and {name for name, _, _ in c.fields} - {"user_id"}),
+                           and {name for name, _, _ in c.fields} - MIGRATION_FIELDS),
         }
         for what, n in counts.items():
             if n == 0:

@@ -26,7 +26,7 @@ from .addresses import normalize_url
 from .catalog import ModelCatalog
 from .errors import ConfigError, CredentialError, ModelError, Problem, StalePlanError
 from .litellm import LiteLLMClient, version_warning
-from .live import LiveKey
+from .live import USER_PREFIX, LiveKey
 from .redact import REDACT
 from .roster import Roster
 from .timeutil import parse_instant, utcnow
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .ports import Lock, Sealer
     from .safety import Brakes
     from .teams import LiveTeam
+    from .users import LiveUser
 
 
 @dataclass(frozen=True)
@@ -253,19 +254,26 @@ class Session:
         return [t.with_memberships((infos[t.team_id] or {}).get("team_memberships")) if t.team_id in infos else t
                 for t in teams]
 
+    def live_users(self) -> list[LiveUser]:
+        """The proxy's users in the roster's namespace: the only ones a plan reads."""
+        from .users import LiveUser
+
+        return [LiveUser.from_api(obj) for obj in self.client.list_users()
+                if str(obj.get("user_id", "")).startswith(USER_PREFIX)]
+
     def plan(self, options: Options | None = None) -> Plan:
         # The proxy's answers are independent: one round trip for all, while the key files are read.
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(5) as pool:
             asked = (pool.submit(self.catalog), pool.submit(self.live_keys), pool.submit(self.live_teams),
-                     pool.submit(self.client.version))
+                     pool.submit(self.live_users), pool.submit(self.client.version))
             from .plan import diff
             from .records import read_records
 
             records = read_records(self.roster.delivery_path)
-            catalog, live, teams, version = (future.result() for future in asked)
+            catalog, live, teams, users, version = (future.result() for future in asked)
         check_models(self.roster, catalog)
         plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
-                    options=options, teams=teams)
+                    options=options, teams=teams, users=users)
         warning = version_warning(version)
         return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan
 

@@ -46,6 +46,17 @@ class LiteLLMProxy:
     def managed(self) -> list[dict]:
         return [k for k in self.keys() if (k.get("metadata") or {}).get("managed_by") == "litellm-roster"]
 
+    def chat(self, secret: str, model: str) -> int:
+        """A model call with the key (the models answer with mock_response, reaching no provider): the status."""
+        answer = httpx.post(f"{self.url}/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                            json={"model": model, "messages": [{"role": "user", "content": "hi"}]}, timeout=60)
+        return answer.status_code
+
+    def user(self, user_id: str) -> dict | None:
+        """The user's row as /user/list has it (not /user/info, which 1.77 and older answer for any id)."""
+        users = self.http.get("/user/list", params={"user_ids": user_id, "page_size": 100}).json()["users"]
+        return next((u for u in users if u["user_id"] == user_id), None)
+
     def models_for(self, secret: str) -> list[str] | int:
         r = httpx.get(f"{self.url}/v1/models", headers={"Authorization": f"Bearer {secret}"}, timeout=30)
         return sorted(m["id"] for m in r.json()["data"]) if r.status_code == 200 else r.status_code

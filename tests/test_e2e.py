@@ -23,8 +23,10 @@ def test_create_three_then_nothing_to_do(workspace, sandbox):
 
     applied = workspace.run("apply")
     assert applied.rc == 0, applied.stdout + applied.stderr
-    assert "Apply complete: 3 done, 0 failed." in applied.stdout
+    assert "Apply complete: 6 done, 0 failed." in applied.stdout  # each developer's user, then their key
     assert len(managed_keys(sandbox)) == 3
+    assert {u: r["user_role"] for u, r in sandbox.store.users.items()} == \
+        dict.fromkeys(("roster:jane", "roster:john", "roster:priya"), "internal_user_viewer")
 
     for name, models in (("jane", [OPUS, SONNET]), ("john", [SONNET]), ("priya", [OPUS, SONNET])):
         secret = workspace.decrypt(name)
@@ -117,12 +119,14 @@ def test_json_and_markdown_plans(workspace, sandbox):
     result = workspace.run("plan", "--format", "json", "--out", "plan.json")
     data = json.loads(result.stdout)
     assert data["format_version"] == 1
-    assert [c["kind"] for c in data["changes"]] == ["create"] * 3
-    assert data["changes"][1]["after"]["models"] == [SONNET]
+    assert [c["kind"] for c in data["changes"]] == ["create-user"] * 3 + ["create"] * 3
+    assert data["changes"][1]["after"] == {"user_role": "internal_user_viewer", "models": [SONNET], "max_budget": None}
+    assert data["changes"][4]["after"]["models"] == [SONNET]
     assert json.loads((workspace.root / "plan.json").read_text())["checksum"] == data["checksum"]
     md = workspace.run("plan", "--format", "markdown").stdout
     assert "| `+` | jane | create | new in the roster |" in md
-    assert "**Plan: 3 to create, 0 to rotate, 0 to update, 0 to delete.**" in md
+    assert "**Plan: 3 to create, 0 to rotate, 0 to update, 0 to delete. Users: 3 to create, 0 to update, 0 to " \
+        "delete.**" in md
 
 
 def test_unmanaged_keys_are_counted_never_touched(workspace, sandbox):

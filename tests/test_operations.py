@@ -115,12 +115,14 @@ def test_audit_trail_and_changed_by(workspace, sandbox):
     write_team(workspace, 1)
     assert workspace.run("apply", env=workspace.env(RECONCILE_ACTOR="octocat")).rc == 0
     lines = [json.loads(line) for line in (workspace.root / "audit.jsonl").read_text().splitlines()]
-    # The two creates run in parallel, so their lines come in either order.
-    assert sorted((e["change"], e["developer"], e["result"]) for e in lines[:2]) == [
-        ("create", "dev-00", "ok"), ("create", "dev-01", "ok")]
-    assert (lines[2]["change"], lines[2]["developer"], lines[2]["result"]) == ("delete", "dev-01", "ok")
+    # The users first, then the two creates; each group runs in parallel, so its lines come in either order.
+    assert sorted((e["change"], e["developer"], e["result"]) for e in lines[:4]) == [
+        ("create", "dev-00", "ok"), ("create", "dev-01", "ok"), ("create-user", "dev-00", "ok"),
+        ("create-user", "dev-01", "ok")]
+    assert [(e["change"], e["developer"], e["result"]) for e in lines[4:]] == [
+        ("delete", "dev-01", "ok"), ("delete-user", "dev-01", "ok")]
     assert {e["actor"] for e in lines} == {"octocat"}
-    assert len(lines[2]["token_prefix"]) == 12 and lines[2]["alias"] == "claude-code-dev-01"
+    assert len(lines[4]["token_prefix"]) == 12 and lines[4]["alias"] == "claude-code-dev-01"
     assert set(sandbox.server.changed_by) == {"octocat"}
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from reconciler.catalog import ModelCatalog
-from reconciler.live import LiveKey, managed_metadata, user_id_for
+from reconciler.live import LLM_ROUTES, LiveKey, managed_metadata, user_id_for
 from reconciler.plan import (
     Adopt,
     Create,
@@ -48,7 +48,7 @@ def key(name: str, *, token: str | None = None, models=("m1",), created=NOW - ti
         if managed else {}
     return LiveKey(token=token or tok(name), alias=alias if alias is not None else f"cc-{name}", models=tuple(models),
                    user_id=user_id_for(name) if managed else None, metadata=meta, created_at=created,
-                   created_by="default_user_id", **extra)
+                   created_by="default_user_id", allowed_routes=LLM_ROUTES if managed else (), **extra)
 
 
 def file_for(r, name: str, token: str | None = None, recipients=(A, ADMIN), now=NOW) -> KeyFile:

@@ -85,7 +85,8 @@ def test_a_reviewed_plan_of_every_kind_applies_after_a_delay(workspace, sandbox)
     applied = workspace.run("apply", "--adopt", "ada", "--force", "--plan", "reviewed.json")
     assert applied.rc == 0, applied.stdout + applied.stderr
     kinds = sorted(re.findall(r"^ +ok +\S+ +\S+: ([a-z-]+)", applied.stdout, re.M))
-    assert kinds == ["adopt", "create", "delete", "rotate", "update"], applied.stdout
+    assert kinds == ["adopt", "create", "create-user", "create-user", "delete", "delete-user", "rotate", "update"], \
+        applied.stdout
     after = workspace.run("plan", "--detailed-exitcode")
     assert after.rc == 0, after.stdout
     assert checksum  # and --checksum of a rotation works the same way:
@@ -205,7 +206,7 @@ def test_audit_records_the_new_keys(workspace, sandbox):
     rotated = workspace.key_file("jane")["token_sha256"]
     lines = [json.loads(line) for line in (workspace.root / "audit.jsonl").read_text().splitlines()]
     assert [(x["change"], x["token_prefix"], x.get("retired_token_prefix")) for x in lines] == [
-        ("create", created[:12], None), ("rotate", rotated[:12], created[:12])]
+        ("create-user", None, None), ("create", created[:12], None), ("rotate", rotated[:12], created[:12])]
     assert {x["actor"] for x in lines} == {"ci-bot"}
 
 
@@ -219,7 +220,7 @@ def test_an_interrupted_apply_reports_what_it_did(workspace, sandbox):
     for d in team:
         workspace.people[d["name"]] = workspace.people["jane"]
     workspace.write_roster(team)
-    sandbox.set_faults(Fault.parse("POST /key/generate=delay:0.3@1"))
+    sandbox.set_faults(Fault.parse("POST /key/generate=delay:0.3@1"), Fault.parse("POST /user/new=delay:0.3@1"))
     process = subprocess.Popen([RECONCILE, "apply"], cwd=workspace.root, env=workspace.env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
@@ -233,10 +234,10 @@ def test_an_interrupted_apply_reports_what_it_did(workspace, sandbox):
     text = "".join(lines)
     workspace.outputs += [text, err]
     assert process.returncode == 130, (text, err)
-    done = text.count("    ok  ")
-    assert 1 <= done < 30 and "FAILED" not in text
-    assert f"Apply interrupted: {done} done, 0 failed, {30 - done} not started." in text
-    assert len(managed_keys(sandbox)) == done  # every key made was reported
+    done = text.count("    ok  ")  # each developer's user, then their key: 60 changes
+    assert 1 <= done < 60 and "FAILED" not in text
+    assert f"Apply interrupted: {done} done, 0 failed, {60 - done} not started." in text
+    assert len(managed_keys(sandbox)) == len(re.findall(r"^    ok .*: create:", text, re.M))  # each key reported
     sandbox.set_faults()
     assert workspace.run("apply").rc == 0
     check_invariant(workspace, sandbox)

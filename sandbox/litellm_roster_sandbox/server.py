@@ -202,11 +202,14 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "/chat/completions"): lambda c, b: store.chat(c, b),
             ("POST", "/v1/chat/completions"): lambda c, b: store.chat(c, b),
             ("GET", "/user/info"): lambda c, b: store.user_info(c, query.get("user_id")),
+            ("GET", "/user/list"): lambda c, b: store.user_list(c, query),
+            ("POST", "/user/update"): lambda c, b: store.user_update(c, b),
+            ("POST", "/user/delete"): lambda c, b: store.user_delete(c, b),
             ("GET", "/v1/model/info"): lambda c, b: store.model_info(c),
             ("POST", "/_sandbox/clock"): lambda c, b: self._clock(c, b),
             ("GET", "/_sandbox/stats"): lambda c, b: self._stats(c),
             ("POST", "/_sandbox/faults"): lambda c, b: self._faults(c, b),
-            ("POST", "/_sandbox/seed"): lambda c, b: store.seed(b.get("keys", [])) if c == "master" else
+            ("POST", "/_sandbox/seed"): lambda c, b: store.seed(b.get("keys", []), b.get("users")) if c == "master" else
             error(403, "master key only", "auth_error"),
         }
         handler = routes.get((method, route))

@@ -19,7 +19,11 @@ from typing import Any, Callable
 Response = tuple[int, Any]
 MASTER_USER_ID = "default_user_id"
 MIN_CUSTOM_KEY_LENGTH = 16
-_WRITE_ROUTES = frozenset({"/key/generate", "/key/update", "/key/delete", "/key/block", "/key/unblock", "/user/new"})
+_WRITE_ROUTES = frozenset({"/key/generate", "/key/update", "/key/delete", "/key/block", "/key/unblock", "/user/new",
+                           "/user/update", "/user/delete"})
+# What a key with allowed_routes ["llm_api_routes"] may call (docs/litellm.md §11).
+_LLM_ROUTES = frozenset({"/v1/models", "/models", "/chat/completions", "/v1/chat/completions"})
+_USER_ROLES = ("proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer")
 _BLOCKABLE = re.compile(r"^(sk-[A-Za-z0-9_-]+|[0-9a-f]{64})$")
 
 # The columns of LiteLLM_VerificationToken (openapi-keys.json), with LiteLLM's defaults for a new key.
@@ -163,7 +167,14 @@ class KeyStore:
         if self._expired(row):
             return None, error(401, f"Authentication Error - Expired Key. Key Expiry time {row['expires']} and "
                                     f"current time {_iso(self.now())}", "expired_key", f"sk-...{token[-4:]}")
+        if row.get("allowed_routes") == ["llm_api_routes"] and route not in _LLM_ROUTES:
+            return None, error(403, "Virtual key is not allowed to call this route. Only allowed to call routes: "
+                                    f"['llm_api_routes']. Tried to call route: {route}", "auth_error", "None")
         role = (self.users.get(row.get("user_id")) or {}).get("user_role")
+        if role == "internal_user_viewer" and route in _WRITE_ROUTES:
+            return None, error(401, "Authentication Error, Only proxy admin can be used to generate, delete, update "
+                                    f"info for new keys/users/teams. Route={route}. Your role={role}. Your "
+                                    "user_id=********", "auth_error", "None")
         if role == "proxy_admin_viewer" and route in _WRITE_ROUTES:
             return None, error(403, f"user not allowed to access this route, role= {role}. Trying to access: "
                                     f"{route}", "auth_error", "None")
@@ -302,11 +313,15 @@ class KeyStore:
                     "key_type": "default", "tags": None, "litellm_budget_table": None, "access_group_ids": []}
         return 200, response
 
-    def seed(self, rows: list[dict[str, Any]]) -> Response:
+    def seed(self, rows: list[dict[str, Any]], users: list[dict[str, Any]] | None = None) -> Response:
         """Insert rows directly (benchmarks: thousands of keys without thousands of requests). Each row gives a
-        plaintext `key` or a `token` hash, and any columns."""
+        plaintext `key` or a `token` hash, and any columns; each user a `user_id` and any columns."""
         now = _iso(self.now())
         with self.lock:
+            for given in users or []:
+                self.users.setdefault(given["user_id"], {
+                    "user_role": "internal_user", "models": [], "max_budget": None, "metadata": {}, "teams": [],
+                    "sso_user_id": None, "user_email": None, "spend": 0.0, "created_at": now, **given})
             for given in rows:
                 token = hash_token(given["key"]) if "key" in given else given["token"]
                 if token in self.rows or (given.get("key_alias") and given["key_alias"] in self.aliases):
@@ -515,17 +530,89 @@ class KeyStore:
 
     # ------------------------------------------------------------ users
 
-    def user_new(self, caller: str, body: dict[str, Any]) -> Response:
-        if self.role(caller) != "proxy_admin":
-            return error(401, "Authentication Error, Only proxy admin can be used to generate, delete, update info "
-                              "for new keys/users/teams. Route=/user/new.", "auth_error", "None")
-        user_id = body.get("user_id") or str(uuid.uuid4())
-        role = body.get("user_role") or "internal_user"
-        if role not in ("proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"):
+    def _not_admin(self, caller: str, route: str) -> Response | None:
+        if self.role(caller) == "proxy_admin":
+            return None
+        return error(401, "Authentication Error, Only proxy admin can be used to generate, delete, update info for "
+                          f"new keys/users/teams. Route={route}.", "auth_error", "None")
+
+    def _set_user_fields(self, row: dict[str, Any], body: dict[str, Any]) -> Response | None:
+        role = body.get("user_role")
+        if role is not None and role not in _USER_ROLES:
             return error(400, f"Invalid user_role: {role}", "bad_request_error", "user_role")
+        for name in ("user_role", "models", "metadata"):
+            if body.get(name) is not None and body.get(name) != []:  # LiteLLM ignores models: [] on update
+                row[name] = body[name]
+        if "max_budget" in body:
+            row["max_budget"] = body["max_budget"]
+        return None
+
+    def user_new(self, caller: str, body: dict[str, Any]) -> Response:
+        if (denied := self._not_admin(caller, "/user/new")) is not None:
+            return denied
+        user_id = body.get("user_id") or str(uuid.uuid4())
         with self.lock:
-            self.users[user_id] = {"user_id": user_id, "user_role": role, "created_at": _iso(self.now())}
-        return 200, {"user_id": user_id, "user_role": role}
+            if user_id in self.users:
+                return error(409, f"{{'error': 'User with id {user_id} already exists'}}", "invalid_request_error",
+                             None)
+            row = {"user_id": user_id, "user_role": "internal_user", "models": [], "max_budget": None,
+                   "metadata": {}, "teams": [], "sso_user_id": None, "user_email": None, "spend": 0.0,
+                   "created_at": _iso(self.now())}
+            if (bad := self._set_user_fields(row, body)) is not None:
+                return bad
+            self.users[user_id] = row
+        return 200, {**row, "key": None}
+
+    def user_update(self, caller: str, body: dict[str, Any]) -> Response:
+        """A user that does not exist is created, as LiteLLM does."""
+        if (denied := self._not_admin(caller, "/user/update")) is not None:
+            return denied
+        user_id = body.get("user_id")
+        if not isinstance(user_id, str):
+            return error(400, "user_id is required", "bad_request_error", "user_id")
+        with self.lock:
+            row = self.users.get(user_id) or {"user_id": user_id, "user_role": None, "models": [], "max_budget": None,
+                                              "metadata": {}, "teams": [], "sso_user_id": None, "user_email": None,
+                                              "spend": 0.0, "created_at": _iso(self.now())}
+            if (bad := self._set_user_fields(row, body)) is not None:
+                return bad
+            self.users[user_id] = row
+            return 200, {"user_id": user_id, "data": dict(row)}
+
+    def user_delete(self, caller: str, body: dict[str, Any]) -> Response:
+        """Deletes the users' keys with them, as LiteLLM does."""
+        if (denied := self._not_admin(caller, "/user/delete")) is not None:
+            return denied
+        ids = body.get("user_ids")
+        if not isinstance(ids, list):
+            return detail(["body", "user_ids"], "list_type", "Input should be a valid list")
+        with self.lock:
+            found = [u for u in ids if u in self.users]
+            if not found:
+                return 404, {"detail": {"error": f"User not found, passed user_id={','.join(map(str, ids))}"}}
+            for user_id in found:
+                del self.users[user_id]
+                for token in [t for t, r in self.rows.items() if r.get("user_id") == user_id]:
+                    self._remove(token)
+        return 200, len(found)
+
+    def user_list(self, caller: str, query: dict[str, str]) -> Response:
+        if not self.reads_all(caller):
+            return error(403, "You are not authorized to access this endpoint.", "auth_error", "None")
+        try:
+            page, size = int(query.get("page", "1")), int(query.get("page_size", "25"))
+        except ValueError:
+            return detail(["query", "page_size"], "int_parsing", "Input should be a valid integer")
+        if size > 100 or size < 1 or page < 1:
+            return detail(["query", "page_size"], "less_than_equal", "Input should be less than or equal to 100")
+        with self.lock:
+            rows = sorted(self.users.values(), key=lambda r: r["user_id"])
+            wanted = query.get("user_ids")
+            if wanted:
+                rows = [r for r in rows if r["user_id"] in wanted.split(",")]
+            selected = [dict(r) for r in rows[(page - 1) * size:page * size]]
+        return 200, {"users": selected, "total": len(rows), "page": page, "page_size": size,
+                     "total_pages": math.ceil(len(rows) / size) if rows else 0}
 
     def user_info(self, caller: str, user_id: str | None) -> Response:
         user_id = user_id or (None if caller == "master" else self.rows[caller].get("user_id"))
@@ -534,7 +621,8 @@ class KeyStore:
             return error(404, f"User {user_id} not found", "internal_server_error", None)
         if not self.reads_all(caller) and self.rows[caller].get("user_id") != user_id:
             return error(403, "You are not allowed to view this user", "auth_error", "None")
-        return 200, {"user_id": user_id, "user_info": dict(row), "keys": [], "teams": []}
+        keys = [self._full_object(r) for r in self.rows.values() if r.get("user_id") == user_id]
+        return 200, {"user_id": user_id, "user_info": dict(row), "keys": keys, "teams": []}
 
     # ------------------------------------------------------------ simulated use
 
@@ -543,6 +631,10 @@ class KeyStore:
     def chat(self, caller: str, body: dict[str, Any]) -> Response:
         """A completion that costs COST_PER_CALL, so spend and budgets can be tried (no model is called)."""
         model = body.get("model")
+        user = self.users.get((self.rows.get(caller) or {}).get("user_id") or "") or {}
+        if user.get("models") and model not in user["models"] and not (self.rows.get(caller) or {}).get("team_id"):
+            return error(403, f"user not allowed to access model. This user can only access models={user['models']}. "
+                              f"Tried to access {model}", "key_model_access_denied", "model")
         if not isinstance(model, str) or model not in self._names_for(caller):
             return error(403 if caller != "master" else 400, f"The requested model '{model}' is not available for "
                          "this API key, or the model name is invalid.", "key_model_access_denied", "model")

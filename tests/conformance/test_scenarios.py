@@ -28,7 +28,7 @@ def test_create_replan_update_delete(real_workspace, litellm):
     ws.write_roster(TEAM)
     applied = ws.run("apply")
     assert applied.rc == 0, applied.stdout + applied.stderr
-    assert "Apply complete: 3 done, 0 failed." in applied.stdout  # each key proven on LiteLLM's /v1/models
+    assert "Apply complete: 6 done, 0 failed." in applied.stdout  # 3 users, then 3 keys proven on /v1/models
     _invariant(ws, litellm)
 
     john = ws.decrypt("john")

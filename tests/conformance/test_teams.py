@@ -48,7 +48,7 @@ def test_two_teams_five_developers_apply_and_replan_empty(real_workspace, litell
     assert plan.stdout.index("create-team") < plan.stdout.index("join-team") < plan.stdout.index(" create:")
     applied = ws.run("apply")
     assert applied.rc == 0, applied.stdout + applied.stderr
-    assert "Apply complete: 12 done, 0 failed." in applied.stdout
+    assert "Apply complete: 17 done, 0 failed." in applied.stdout  # 5 users, 2 teams, 5 joins, 5 keys
     teams = _teams(litellm)
     assert teams["platform"]["members"] == ["roster:jane", "roster:john", "roster:priya"]
     assert teams["platform"]["budgets"] == dict.fromkeys(teams["platform"]["members"], 20.0)

@@ -48,7 +48,9 @@ def test_forged_managed_key_is_never_upgraded(ws, target):
     assert "newhire" not in [line.split()[1] for line in plan.stdout.splitlines() if line.startswith("  ~ ")]
     applied = ws.run("apply")
     assert applied.rc == 1 and "1 conflict(s) left unresolved: newhire" in applied.stdout
-    assert "jane: create" in applied.stdout and not re.search(r"^ +(ok|FAILED) .* newhire", applied.stdout, re.M)
+    # newhire's LiteLLM user is made (it grants nothing); nothing is done with the forged key or for a key of theirs
+    assert "jane: create" in applied.stdout and \
+        not re.search(r"^ +(ok|FAILED) .* newhire: (?!create-user)", applied.stdout, re.M)
     after = target.row(forged)
     assert after["models"] == before["models"] == [SONNET] and after["metadata"] == before["metadata"]
     assert after["max_budget"] == before["max_budget"] and not (ws.keys / "newhire.sops.yaml").exists()
@@ -64,7 +66,10 @@ def test_adopted_key_needs_its_record(ws, target):
     assert ws.run("plan", "--detailed-exitcode").rc == 0
     (ws.keys / "jane.adopted.yaml").unlink()  # the record is gone (or was never written by this tool)
     plan = ws.run("plan")
-    assert "no adoption record in the repository holds its hash" in plan.stdout
+    # It is under roster:jane, so it is revoked (and jane gets a delivered key), never trusted as hers.
+    assert "did not issue (it claims to be jane's adopted key but no adoption record in the repository holds its " \
+        "hash" in plan.stdout, plan.stdout
+    assert "revoke" in plan.stdout and "+   jane                     create" in plan.stdout
     assert target.row(made)["models"] == [OPUS, SONNET] or target.row(made)["models"] == sorted([OPUS, SONNET])
 
 

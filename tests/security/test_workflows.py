@@ -143,7 +143,8 @@ def test_plan_job_command_with_a_viewer_key_against_litellm(tmp_path, litellm, p
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     plan = (tmp_path / "plan.md").read_text()
-    assert "**Plan: 2 to create, 0 to rotate, 0 to update, 0 to delete.**" in plan
+    assert "**Plan: 2 to create, 0 to rotate, 0 to update, 0 to delete. Users: 2 to create, 0 to update, 0 to " \
+        "delete.**" in plan
     assert json.loads((tmp_path / "plan.json").read_text())["summary"].startswith("Plan: 2 to create")
     assert viewer not in plan + done.stdout + done.stderr
     # The same key cannot apply: LiteLLM refuses it every write, and the tool stops before trying.
