@@ -49,7 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MASTER = "sk-bench-master-key-0000"
 MODELS = ["claude-sonnet-4-5-20250929", "claude-3-opus-20240229", "claude-haiku-4-5-20251001"]
 MANAGED_SHARE = 0.20
-RECIPIENT = "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"  # examples/demo-identities.txt
+def recipient(name: str, _made: dict[str, str] = {}) -> str:  # noqa: B006 - a cache on purpose
+    """An age recipient of the developer's own (the roster refuses one shared by two)."""
+    if name not in _made:
+        import pyrage
+
+        _made[name] = str(pyrage.x25519.Identity.generate().to_public())
+    return _made[name]
+
 ADMIN = "age1q3p0j8wz8s55vv2px960jm4cmrlvkatz6dg86t5qul4nmfwcxf2sfwcuxz"
 LASM = "litellm-auto-synch-manager==1.9.1"
 
@@ -153,11 +160,11 @@ def write_workspace(work: Path, url: str, names: list[str]) -> dict[str, int]:
     for name in names:
         if name in removed:
             continue
-        dev = {"name": name, "recipient": RECIPIENT}
+        dev = {"name": name, "recipient": recipient(name)}
         if name in changed:
             dev["models"] = MODELS
         developers.append(dev)
-    developers += [{"name": name, "recipient": RECIPIENT} for name in added]
+    developers += [{"name": name, "recipient": recipient(name)} for name in added]
     roster = {"version": 1, "proxy": {"url": url}, "keys": {"alias": "cc-{name}", "admin_recipients": [ADMIN]},
               "defaults": {"models": MODELS[:2]}, "developers": developers}
     (work / "roster.yaml").write_text(yaml.safe_dump(roster, sort_keys=False))
@@ -171,7 +178,7 @@ def write_workspace(work: Path, url: str, names: list[str]) -> dict[str, int]:
             f"developer: {name}\nkey_alias: cc-{name}\nproxy_url: {url}\nmodels:\n{models}expires: null\n"
             f'issued_at: "2026-01-01T00:00:00Z"\ntoken_sha256: {token}\n'
             "api_key: ENC[AES256_GCM,data:AAAA,iv:BBBB,tag:CCCC,type:str]\nsops:\n    age:\n"
-            f"        - recipient: {RECIPIENT}\n          enc: |\n            x\n"
+            f"        - recipient: {recipient(name)}\n          enc: |\n            x\n"
             f"        - recipient: {ADMIN}\n          enc: |\n            x\n"
             '    lastmodified: "2026-01-01T00:00:00Z"\n    mac_only_encrypted: true\n    version: 3.11.0\n')
     return {"updates": len(changed - removed), "deletes": len(removed), "creates": len(added)}
@@ -319,7 +326,7 @@ def bench_apply(target_name: str, count: int) -> dict:
     results = {}
     with server(target_name) as target, tempfile.TemporaryDirectory() as tmp:
         url, work = target.url, Path(tmp)
-        developers = [{"name": f"dev-{i:04d}", "recipient": RECIPIENT} for i in range(count)]
+        developers = [{"name": f"dev-{i:04d}", "recipient": recipient(f"dev-{i:04d}")} for i in range(count)]
         roster = {"version": 1, "keys": {"alias": "cc-{name}", "admin_recipients": [ADMIN]},
                   "defaults": {"models": MODELS[:2]}, "developers": developers}
         os.environ.update({"LITELLM_MASTER_KEY": MASTER, "LITELLM_PROXY_URL": url})

@@ -39,7 +39,7 @@ from .plan import (
 from .ports import ProxyAPI, Sealer
 from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
 from .redact import REDACT
-from .roster import RETIRING_SUFFIX, Roster
+from .roster import Roster
 from .teams import AdoptTeam, CreateTeam, DeleteTeam, Join, Leave, MemberBudget, UpdateTeam, team_metadata
 from .timeutil import iso, parse_litellm_time
 from .users import NO_BUDGET, ROLE, CreateUser, DeleteUser, LiveUser, Revoke, UpdateUser, user_metadata
@@ -271,7 +271,7 @@ class Applier:
                 now = self.clock()
                 base = old.metadata if old.managed else {}
                 self.client.update({
-                    "key": old.token, "key_alias": want.alias + RETIRING_SUFFIX,
+                    "key": old.token, "key_alias": change.retiring_alias,
                     "metadata": managed_metadata(want.name, base, retire_at=iso(change.retire_at)),
                     "duration": _duration_until(change.retire_at, now), "user_id": want.user_id})
             self._hook("after-retire", want.name)

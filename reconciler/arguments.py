@@ -83,9 +83,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--force", action="store_true", help="apply past the brakes and the high-risk checks")
     p.add_argument("--max-share", type=float, metavar="FRACTION",
                    help="brake: most deletes, rotations or updates as a share of managed keys, above 10 keys "
-                        "(default: keys.brakes.max_share, else 0.30)")
+                        "(default: RECONCILE_MAX_SHARE, else 0.30; keys.brakes.max_share may only lower it)")
     p.add_argument("--max-count", type=int, metavar="N",
-                   help="brake: most deletes, rotations or updates in one apply (default: keys.brakes.max_count)")
+                   help="brake: most deletes, rotations or updates in one apply (default: RECONCILE_MAX_COUNT; "
+                        "keys.brakes.max_count may only lower it)")
     p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another apply to finish (default: fail at once)")
     p.add_argument("--audit-log", metavar="PATH", help="append the audit trail here (default: audit.jsonl beside "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -21,10 +23,20 @@ class AuditLog:
         self._lock = threading.Lock()
         try:  # before any change: a trail that cannot be written must stop the run, not follow it
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.open("a", encoding="utf-8").close()
+            os.close(self._open())
         except OSError as exc:
-            raise ConfigError(f"cannot write the audit log {path}: {exc.strerror or exc}; pass --audit-log "
-                              "another path") from None
+            why = "it is a symlink (a committed audit.jsonl may not point elsewhere)" if exc.errno == errno.ELOOP \
+                else exc.strerror or str(exc)
+            raise ConfigError(f"cannot write the audit log {path}: {why}; pass --audit-log another path") from None
+
+    def _open(self) -> int:
+        """The trail for appending, never through a symlink and only as a regular file: the default path is in the
+        repository, which a pull request writes."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fd
 
     def __call__(self, outcome: Outcome) -> None:
         data = outcome.change.data
@@ -40,8 +52,9 @@ class AuditLog:
         }, sort_keys=True)
         line = REDACT(line)  # the mask is plain text: the line stays valid JSON
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd = self._open()
+            try:
+                os.write(fd, (line + "\n").encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)

@@ -41,7 +41,7 @@ def import_roster(live: list[LiveKey], template: str, proxy_url: str,
     developers = []
     for key in sorted(live, key=lambda k: k.alias or ""):
         m = pattern.match(key.alias or "")
-        if not m or (key.alias or "").endswith(RETIRING_SUFFIX):
+        if not m or RETIRING_SUFFIX in (key.alias or ""):
             continue
         dev: dict = {"name": m.group("name"), "recipient": PLACEHOLDER, "models": sorted(key.models)}
         dev.update({name: getattr(key.limits, name) for name in LIMIT_FIELDS if getattr(key.limits, name) is not None})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -107,7 +108,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(REDACT(render(plan, "json", roster=args.roster, proxy_url=session.proxy_url)),
                                   "utf-8")
-    out(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url))
+    out(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url,
+               others=os.environ.get("RECONCILE_COMMENT_DETAILS") == "1"))
     log.info("%d requests to the proxy", requests)
     return 2 if args.detailed_exitcode and plan.changes else 0  # a conflict is something to do too
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -56,8 +57,20 @@ def lock_path(proxy_url: str) -> Path:
     """One lock per proxy (its normalized URL), all in one directory: RECONCILE_LOCK_DIR, else litellm-roster-locks
     under the temp directory."""
     root = Path(os.environ.get("RECONCILE_LOCK_DIR") or Path(tempfile.gettempdir()) / "litellm-roster-locks")
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _own_directory(root)
     return root / f"{hashlib.sha256(proxy_url.encode()).hexdigest()[:16]}.lock"
+
+
+def _own_directory(root: Path) -> None:
+    """The lock directory sits in a shared temp directory: another local user could make it first and plant
+    symlinks in it. Only a real directory of our own, closed to others, is used."""
+    info = root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise LockError(f"the lock directory {root} is not a directory of this user's (a symlink, or made by another "
+                        "user); remove it, or set RECONCILE_LOCK_DIR to a directory of your own")
+    if info.st_mode & 0o077:
+        os.chmod(root, 0o700)
 
 
 class FileLock:
@@ -74,7 +87,12 @@ class FileLock:
     @contextmanager
     def _guard(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(str(self.path) + ".guard", "a+") as guard:
+        try:
+            guard_fd = os.open(str(self.path) + ".guard", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               0o600)
+        except OSError as exc:
+            raise LockError(f"cannot open the lock's guard {self.path}.guard ({exc.strerror}); remove it") from None
+        with os.fdopen(guard_fd, "a+") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             try:
                 yield
@@ -89,7 +107,10 @@ class FileLock:
 
     def _write(self, record: LockRecord) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)))
+        tmp.unlink(missing_ok=True)  # whatever is there, a symlink included, is replaced rather than written through
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(asdict(record)))
         os.replace(tmp, self.path)
 
     def try_acquire(self) -> LockRecord | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -123,17 +123,20 @@ class Rotate(Change):
     drop: tuple[str, ...] = ()  # tokens of earlier retiring keys of this developer, deleted first
     grace: timedelta = timedelta(0)
     revocation: bool = False  # rotate: asked for it (a lost laptop, a leak): the old key goes at once
+    retiring_alias: str = ""  # what the old key is renamed to for its grace
+    recipient_risk: str | None = None  # the new key goes to a recipient that already reads other keys
 
     def _data(self) -> dict[str, Any]:
         # The grace, not the instant it ends: a reviewed plan must mean the same when it is applied later.
         return {"after": self.desired.data, "old_token_prefix": self.old.token[:12], "old_alias": self.old.alias,
-                "old_key_kept_for": format_duration(self.grace) if self.retire_at else None}
+                "old_key_kept_for": format_duration(self.grace) if self.retire_at else None,
+                **({"retiring_alias": self.retiring_alias} if self.retire_at else {})}
 
     @property
     def risk(self) -> str | None:
         if not self.old.managed:
             return f"replaces a key made by hand ({self.old.alias}): its holder loses it"
-        return super().risk
+        return self.recipient_risk or super().risk
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ class Update(Change):
     @property
     def risk(self) -> str | None:
         for name, before, after in self.fields:
-            if name == "key_alias" and before is not None and not str(before).endswith(RETIRING_SUFFIX):
+            if name == "key_alias" and before is not None and RETIRING_SUFFIX not in str(before):
                 return f"renames a managed key ({before} -> {after}): the alias template changed"
         return super().risk
 
@@ -411,7 +414,7 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
             return f"key file {where} does not hold the live key"
         if file.recipients != frozenset(want.recipients):
             added = sorted(set(want.recipients) - file.recipients)
-            whom = ", ".join(r[:16] + "…" for r in added) if added else "fewer recipients"
+            whom = ", ".join(added) if added else "fewer recipients"  # in full: a reviewer must see whose key it is
             return f"recipient changed to {whom}: the key file must be readable by exactly the roster's recipients"
     issued = key.created_at
     if _rotation_requested(dev, key):
@@ -514,6 +517,9 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     warnings += team_warnings
     changes, held = _hold_leaves(changes, live)
     warnings += held
+    changes, squatted = _unsquatted(changes, live)
+    warnings += squatted
+    changes = _recipient_risks(changes, roster, files)
     if options.no_delete:
         changes = [c for c in changes if not isinstance(c, (Delete, RemoveFile))
                    and c.kind not in ("delete-team", "delete-user", "revoke")]
@@ -602,7 +608,53 @@ def _rotate(roster: Roster, want: Desired, old: LiveKey, reason: str, drop: tupl
     developer is disabled (a blocked key has no use for an overlap)."""
     grace = timedelta(0) if revocation or want.blocked else roster.keys.grace
     return Rotate(want.name, reason, desired=want, old=old, retire_at=now + grace if grace > timedelta(0) else None,
-                  drop=drop, grace=grace, revocation=revocation)
+                  drop=drop, grace=grace, revocation=revocation,
+                  retiring_alias=roster.keys.retiring_alias_for(want.name))
+
+
+def _recipient_risks(changes: list[Change], roster: Roster, files: dict[str, KeyFile]) -> list[Change]:
+    """A rotation that gives a developer's new key to a recipient who can already read other keys is how a pull
+    request would redirect a key to its author: an admin recipient being added, or a recipient found in another
+    developer's key file. Either needs --force; a change to a fresh recipient (a new laptop) is shown in full."""
+    admins = {canonical(r) for r in roster.keys.admin_recipients}
+    out: list[Change] = []
+    for change in changes:
+        file = files.get(change.name)
+        if isinstance(change, Rotate) and file is not None and not file.problem:
+            added = set(change.desired.recipients) - file.recipients
+            elsewhere = {r for name, other in files.items() if name != change.name for r in other.recipients}
+            new_admins = sorted(added & admins)
+            reused = sorted((added - admins) & elsewhere)
+            if new_admins:
+                change = replace(change, recipient_risk=f"adds admin recipient {', '.join(new_admins)}: it can read "
+                                                        "every key from now on")
+            elif reused:
+                change = replace(change, recipient_risk=f"gives {change.name}'s key to {', '.join(reused)}, which "
+                                                        "already reads another developer's key file")
+        out.append(change)
+    return out
+
+
+def _unsquatted(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change], list[str]]:
+    """A rotation renames the old key to its retiring alias, which anyone who can name a key could take first
+    (LiteLLM would refuse the rename, and the rotation would fail every time). When a key the rotation does not
+    delete holds it, the old key gets one made unique by its own hash instead, and the plan says so."""
+    holders = {k.alias: k.token for k in live if k.alias}
+    out, warnings = [], []
+    for change in changes:
+        if isinstance(change, Rotate) and change.retire_at is not None:
+            wanted, alias = change.retiring_alias, change.retiring_alias
+            for length in (8, 16, 64):
+                holder = holders.get(alias)
+                if holder is None or holder in change.drop or holder == change.old.token:
+                    break
+                alias = f"{wanted}-{change.old.token[:length]}"
+            if alias != wanted:
+                warnings.append(f"{change.name}: a key the tool did not make holds {wanted}, the alias a rotated-out "
+                                f"key takes; this one is renamed {alias} instead (delete that key if it is a squat)")
+                change = replace(change, retiring_alias=alias)
+        out.append(change)
+    return out, warnings
 
 
 def _retiring_changes(roster: Roster, want: Desired, olds: list[LiveKey], now: datetime) -> list[Change]:

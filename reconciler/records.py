@@ -24,7 +24,6 @@ SUFFIX = ".sops.yaml"
 ADOPTED_SUFFIX = ".adopted.yaml"
 TEMP_GLOB = ".*.tmp"  # write_atomic's temp files: left only by a killed run, removed by the next apply
 NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # the roster's developer names, matched whole
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: plan reads thousands of key files
 CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256")
 
 
@@ -137,10 +136,28 @@ def _simple_mapping(head: str) -> dict[str, Any] | None:
     return out
 
 
+MAX_FILE_BYTES = 1024 * 1024  # a key file is about 2 KB; a pull request can commit anything under keys/
+
+
+def _load(path: Path) -> Any:
+    """A file under keys/, read with the roster's bounds (size, anchors and aliases, depth): a pull request can
+    commit a 500-byte file that plain YAML would expand for minutes (docs/security.md)."""
+    from .errors import RosterError
+    from .roster import parse_yaml
+
+    raw = path.read_bytes()
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValueError(f"over {MAX_FILE_BYTES:,} bytes")
+    try:
+        return parse_yaml(raw.decode("utf-8"), str(path))
+    except RosterError as exc:
+        raise ValueError(str(exc).splitlines()[-1].strip()) from None
+
+
 def read_key_file(name: str, path: Path) -> KeyFile:
     try:
-        data = yaml.load(path.read_text("utf-8"), Loader=_LOADER)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = _load(path)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         return KeyFile(name, path, None, frozenset(), problem=f"unreadable ({type(exc).__name__})")
     return _key_file(name, path, data)
 
@@ -177,8 +194,8 @@ def read_adoptions(directory: Path) -> dict[str, str]:
         if not NAME.fullmatch(name) or path.is_symlink() or not path.is_file():
             continue
         try:
-            data = yaml.load(path.read_text("utf-8"), Loader=_LOADER)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = _load(path)
+        except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("developer") == name and isinstance(data.get("token_sha256"), str):
             out[name] = data["token_sha256"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .live import user_id_for
-from .plan import Adopt, Change, Create, Delete, Plan, RemoveFile, Rotate, Update
+from .plan import Adopt, Change, Conflict, Create, Delete, Plan, RemoveFile, Rotate, Update
 from .teams import CreateTeam, DeleteTeam, Join, Leave, MemberBudget, TeamConflict, UpdateTeam
 from .timeutil import format_duration, iso
 from .users import ROLE, CreateUser, DeleteUser, Revoke, UpdateUser, UserConflict, key_line
@@ -128,18 +129,32 @@ _MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]()#!~|"} | {"&": "&amp;"
                                                                      "@": "@\u200b", "\n": " ", "\r": " "})
 
 
+_AUTOLINK = re.compile(r"(://|www\.)", re.I)
+
+
 def markdown_cell(text_: str) -> str:
-    """Text from the roster or the proxy, inert in a pull-request comment: no HTML, no links or emphasis, no
-    @mentions (a zero-width space follows each @), no way out of a table cell."""
-    return text_.translate(_MARKDOWN)
+    """Text from the roster or the proxy, inert in a pull-request comment: no HTML, no links (GitHub links bare
+    URLs and www. names too: a zero-width space breaks them) or emphasis, no math ($), no @mentions (a zero-width
+    space follows each @), no way out of a table cell."""
+    text_ = text_.translate(_MARKDOWN).replace("$", "\\$")
+    return _AUTOLINK.sub(lambda m: m.group(1)[0] + "\u200b" + m.group(1)[1:], text_)
 
 
-def markdown(plan: Plan, *, roster: str, proxy_url: str) -> str:
+def _others(change: Change) -> bool:
+    """About a key or user the tool does not manage: a comment may be public (a fork's pull request), so it shows
+    that there is one, not whose it is or what it may do, unless the operator asks for details."""
+    return isinstance(change, (Revoke, UserConflict)) or (isinstance(change, Conflict) and change.key is not None)
+
+
+def markdown(plan: Plan, *, roster: str, proxy_url: str, others: bool = False) -> str:
+    """others: show the details of keys and users the tool does not manage (RECONCILE_COMMENT_DETAILS=1)."""
     out = [f"### litellm-roster plan for {markdown_cell(roster)}", "", f"**{plan.summary}**", ""]
     if plan.changes:
+        hidden = "a key or user the tool does not manage (details in the job's log)"
         table = ["| | developer | change | reason | details |", "|---|---|---|---|---|"]
-        table += [f"| `{c.symbol}` | {markdown_cell(c.name)} | {c.kind} | {markdown_cell(c.reason)} | "
-                  f"{'<br>'.join(markdown_cell(line) for line in details(c))} |" for c in plan.changes]
+        table += [f"| `{c.symbol}` | {markdown_cell(c.name)} | {c.kind} | {hidden} | |" if _others(c) and not others
+                  else f"| `{c.symbol}` | {markdown_cell(c.name)} | {c.kind} | {markdown_cell(c.reason)} | "
+                       f"{'<br>'.join(markdown_cell(line) for line in details(c))} |" for c in plan.changes]
         if len(plan.changes) > MARKDOWN_FOLD_AFTER:
             out += [f"<details><summary>{len(plan.changes)} changes</summary>", "", *table, "", "</details>"]
         else:
@@ -160,9 +175,9 @@ def as_json(plan: Plan) -> str:
     return json.dumps(plan.data, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def render(plan: Plan, fmt: str, *, roster: str, proxy_url: str) -> str:
+def render(plan: Plan, fmt: str, *, roster: str, proxy_url: str, others: bool = False) -> str:
     if fmt == "json":
         return as_json(plan)
     if fmt == "markdown":
-        return markdown(plan, roster=roster, proxy_url=proxy_url)
+        return markdown(plan, roster=roster, proxy_url=proxy_url, others=others)
     return text(plan, roster=roster, proxy_url=proxy_url)

@@ -20,7 +20,7 @@ import jsonschema
 import yaml
 
 from .errors import Problem, RosterError, closest
-from .recipients import private_key_kind, private_key_problem, recipient_problem
+from .recipients import canonical, private_key_kind, private_key_problem, recipient_problem
 from .timeutil import parse_duration, parse_instant
 
 MAX_BYTES = 16 * 1024 * 1024
@@ -334,6 +334,12 @@ def _parse_with(loader_class: Any, text: str, filename: str) -> tuple[Any, _Loca
         loader.dispose()
 
 
+def parse_yaml(text: str, filename: str) -> Any:
+    """Any YAML file a pull request can change, with the roster's bounds; RosterError when it breaks one."""
+    data, _, _ = _parse(text, filename)
+    return data
+
+
 # ---------------------------------------------------------------- schema and semantic checks
 
 
@@ -527,6 +533,10 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
 
     check_team(("defaults",), defaults)
     seen: dict[str, int] = {}
+    # A recipient reads the keys encrypted to it: one per developer, and never an admin's, or a pull request could
+    # give one developer's key to another (docs/security.md).
+    holders: dict[str, str] = {canonical(r): "one of keys.admin_recipients" for r in keys.get("admin_recipients")
+                               or [] if isinstance(r, str) and not recipient_problem(r)}
     for i, dev in enumerate(data.get("developers") or [] if isinstance(data.get("developers"), list) else []):
         if not isinstance(dev, dict):
             continue
@@ -534,7 +544,10 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
         name = dev.get("name")
         if isinstance(name, str):
             folded = name.casefold()
-            if folded in seen:
+            if folded.endswith(RETIRING_SUFFIX):  # its alias would be another developer's rotated-out key's
+                add(path + ("name",), f"developer names may not end in '{RETIRING_SUFFIX}', which names rotated-out "
+                                      "keys; choose another name")
+            elif folded in seen:
                 add(path + ("name",), f"developer '{name}' is listed twice (first at line {seen[folded]}); "
                                       "names must be unique, ignoring case")
             else:
@@ -542,6 +555,11 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
         recipient = dev.get("recipient")
         if isinstance(recipient, str) and (why := recipient_problem(recipient)):
             add(path + ("recipient",), why)
+        elif isinstance(recipient, str):
+            holder = holders.setdefault(canonical(recipient), f"developer {name}'s")
+            if holder != f"developer {name}'s":
+                add(path + ("recipient",), f"this recipient is already {holder}: each developer needs their own "
+                                           "(age-keygen makes one), or they could read each other's keys")
         check_models(path + ("models",), dev.get("models"))
         if "models" not in dev and "models" not in defaults:
             add(path, "no models: list them here under models, or set defaults.models")

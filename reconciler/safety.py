@@ -3,9 +3,11 @@ Pure."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Callable
 
-from .errors import BrakeError
+from .errors import BrakeError, ConfigError
 from .plan import Delete, Plan, Rotate, Update
 from .roster import Roster
 
@@ -27,10 +29,15 @@ class Brakes:
 
     @classmethod
     def for_roster(cls, roster: Roster, *, max_share: float | None = None, max_count: int | None = None) -> Brakes:
-        """The roster's keys.brakes (reviewed with it), overridden by flags."""
-        share = max_share if max_share is not None else roster.keys.max_share
-        return cls(share if share is not None else cls.DEFAULT_SHARE,
-                   max_count if max_count is not None else roster.keys.max_count)
+        """The operator's thresholds (flags, else RECONCILE_MAX_SHARE and RECONCILE_MAX_COUNT, else the defaults),
+        tightened by the roster's keys.brakes, never loosened: the roster is what a pull request edits, and the
+        brakes must hold against the pull request that would switch them off (docs/security.md)."""
+        share = max_share if max_share is not None else _env_number("RECONCILE_MAX_SHARE", float)
+        count = max_count if max_count is not None else _env_number("RECONCILE_MAX_COUNT", int)
+        share = min(x for x in (share if share is not None else cls.DEFAULT_SHARE, roster.keys.max_share)
+                    if x is not None)
+        counts = [x for x in (count, roster.keys.max_count) if x is not None]
+        return cls(share, min(counts) if counts else None)
 
     def check(self, plan: Plan, *, force: bool = False) -> None:
         """Raise BrakeError naming the numbers when the plan is over a threshold, or holds a high-risk change
@@ -63,3 +70,14 @@ class Brakes:
                                 f"{self.max_share:.0%}")
         if problems:
             raise BrakeError("; ".join(problems) + "; nothing was changed. Re-run with --force if this is intended.")
+
+
+def _env_number(name: str, kind: Callable[[str], float]) -> float | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a {'share like 0.3' if kind is float else 'whole number'}") \
+            from None

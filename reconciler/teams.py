@@ -96,6 +96,7 @@ class TeamsSeen:
     ours: dict[str, LiveTeam]  # roster team name -> the tool's team
     unproven: list[tuple[LiveTeam, str]]
     handmade: dict[str, LiveTeam] = field(default_factory=dict)  # alias -> a team made by hand, claiming nothing
+    contested: frozenset[str] = frozenset()  # roster team names that two teams claim: neither is used
 
     def relevant(self, roster: Roster) -> list[LiveTeam]:
         """The teams a plan for this roster reads: the tool's, and hand-made ones carrying a roster team's name."""
@@ -122,7 +123,10 @@ def _admin_problem(team: LiveTeam) -> str | None:
 
 
 def classify_teams(teams: list[LiveTeam]) -> TeamsSeen:
-    ours: dict[str, LiveTeam] = {}
+    """A claim holds when the team passes the admin proof and carries the roster team's name as its alias; when two
+    teams hold it, neither is trusted (which one is the forgery cannot be told from the proxy): both are conflicts
+    and the roster team waits for an operator."""
+    claimants: dict[str, list[LiveTeam]] = {}
     unproven: list[tuple[LiveTeam, str]] = []
     handmade: dict[str, LiveTeam] = {}
     for team in sorted(teams, key=lambda t: t.team_id):
@@ -131,15 +135,18 @@ def classify_teams(teams: list[LiveTeam]) -> TeamsSeen:
             if team.alias:
                 handmade.setdefault(team.alias, team)
             continue
-        problem = _admin_problem(team)
+        problem = _admin_problem(team) or (None if team.alias == name else f"it is called {team.alias!r}")
         if problem:
             unproven.append((team, f"team {team.alias or team.team_id} claims to be the roster's team {name}, but "
                                    f"{problem}"))
-        elif name in ours:
-            unproven.append((team, f"a second team ({team.team_id}) claims to be the roster's team {name}"))
         else:
-            ours[name] = team
-    return TeamsSeen(ours, unproven, handmade)
+            claimants.setdefault(name, []).append(team)
+    ours = {name: found[0] for name, found in claimants.items() if len(found) == 1}
+    for name, found in sorted(claimants.items()):
+        if len(found) > 1:
+            unproven += [(team, f"{len(found)} teams ({', '.join(t.team_id for t in found)}) claim to be the roster's "
+                                f"team {name}; none is trusted until the others are deleted") for team in found]
+    return TeamsSeen(ours, unproven, handmade, frozenset(n for n, found in claimants.items() if len(found) > 1))
 
 
 # ---------------------------------------------------------------- changes
@@ -266,6 +273,8 @@ def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired]) -> 
         if want.team is not None:
             members[want.team].append(want.name)
     for want in roster.teams:
+        if want.name in seen.contested:  # the claimants' conflicts say why; its members wait
+            continue
         live = seen.ours.get(want.name)
         hand = seen.handmade.get(want.name) if live is None else None
         if hand is not None:

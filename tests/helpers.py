@@ -66,6 +66,19 @@ class Workspace:
         self.roster.write_text("# yaml-language-server: $schema=schema/roster.schema.json\n"
                                + yaml.safe_dump(doc, sort_keys=False))
 
+    def add_people(self, names: list[str]) -> None:
+        """A real age identity for each name: every developer needs their own recipient (a roster rule)."""
+        import pyrage
+
+        folder = self.root / ".identities"
+        folder.mkdir(exist_ok=True)
+        for name in names:
+            if name in self.people:
+                continue
+            identity = pyrage.x25519.Identity.generate()
+            (folder / f"{name}.txt").write_text(f"{identity}\n")
+            self.people[name] = Person(name, str(identity.to_public()), folder / f"{name}.txt")
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "SOPS_", "RECONCILE_"))}
         # Locks go to the test's own directory: a test run leaves nothing in the system's temp directory.
@@ -92,6 +105,18 @@ class Workspace:
 
     def key_file(self, name: str) -> dict[str, Any]:
         return yaml.safe_load((self.keys / f"{name}.sops.yaml").read_text())
+
+
+_RECIPIENTS: dict[str, str] = {"jane": "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"}
+
+
+def recipient_of(name: str) -> str:
+    """A real age recipient of this name's own, the same for the whole test run (a recipient is one developer's)."""
+    if name not in _RECIPIENTS:
+        import pyrage
+
+        _RECIPIENTS[name] = str(pyrage.x25519.Identity.generate().to_public())
+    return _RECIPIENTS[name]
 
 
 def scan_for_secrets(texts: list[str], files_root: Path, secrets: list[str]) -> list[str]:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from helpers import recipient_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_plan import ADMIN, CATALOG, NOW, A, B, dev, key, tok
+from test_plan import ADMIN, CATALOG, NOW, A, dev, key, tok
 
 from litellm_roster_sandbox import start_sandbox
 from reconciler.apply import Applier
@@ -94,7 +95,8 @@ def scenarios(draw):
             extra += "    disabled: true\n"
         if draw(st.booleans()):
             extra += f"    rotate: {iso(NOW - timedelta(days=draw(st.integers(0, 5))))}\n"
-        text += dev(name, "[" + ", ".join(models) + "]", extra, recipient=draw(st.sampled_from([A, B])))
+        text += dev(name, "[" + ", ".join(models) + "]", extra,
+                    recipient=recipient_of(draw(st.sampled_from([name, f"{name}-alt"]))))
     keys = f"  rotate_after: {draw(st.sampled_from(['0', '3d']))}\n  grace: {draw(st.sampled_from(['0', '1d']))}\n"
     if draw(st.booleans()):
         keys += "  adopt_unmanaged: true\n"
@@ -120,7 +122,8 @@ def scenarios(draw):
             live.append(key(name, token=token, managed=False, alias=f"bot-{i}"))
         if draw(st.booleans()):
             files[name] = KeyFile(name, Path(f"keys/{name}"), draw(st.sampled_from([token, tok("stray")])),
-                                  frozenset(draw(st.sampled_from([(A, ADMIN), (B, ADMIN)]))), {"developer": name})
+                                  frozenset((recipient_of(draw(st.sampled_from([name, f"{name}-alt"]))), ADMIN)),
+                                  {"developer": name})
     return r, live, files
 
 

@@ -17,12 +17,10 @@ NAMES = ["jane", "john", "priya", "ada", "omar"]
 
 
 def write_team(ws: Workspace, n: int, **keys) -> None:
-    """n developers dev-00..; they share one recipient (recipients need not be unique, names must)."""
-    ws.write_roster([{"name": NAMES[i % len(NAMES)]} for i in range(min(n, len(NAMES)))], **keys)
-    doc = yaml.safe_load(ws.roster.read_text())
-    base = doc["developers"][0]["recipient"]
-    doc["developers"] = [{"name": f"dev-{i:02d}", "recipient": base} for i in range(n)]
-    ws.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+    """n developers dev-00.., each with a recipient of their own."""
+    names = [f"dev-{i:02d}" for i in range(n)]
+    ws.add_people(names)
+    ws.write_roster([{"name": name} for name in names], **keys)
 
 
 def test_brake_on_deletes_names_the_numbers(workspace, sandbox):

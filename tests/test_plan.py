@@ -6,6 +6,8 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from helpers import recipient_of
+
 from reconciler.catalog import ModelCatalog
 from reconciler.live import LLM_ROUTES, LiveKey, managed_metadata, user_id_for
 from reconciler.plan import (
@@ -22,7 +24,7 @@ from reconciler.roster import RETIRING_SUFFIX, parse_roster
 from reconciler.timeutil import iso
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
-A = "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"
+A = recipient_of("jane")
 B = "age1n05qd4recufqxd68ug0sptxk8qe27qxjrxpnvusyml3rm7w0qvvs06vsl0"
 ADMIN = "age1q3p0j8wz8s55vv2px960jm4cmrlvkatz6dg86t5qul4nmfwcxf2sfwcuxz"
 URL = "http://proxy"
@@ -34,8 +36,8 @@ def roster(developers: str, keys: str = "") -> object:
                         f"developers:\n{developers}")
 
 
-def dev(name: str, models: str = "[m1]", extra: str = "", recipient: str = A) -> str:
-    return f"  - name: {name}\n    recipient: {recipient}\n    models: {models}\n{extra}"
+def dev(name: str, models: str = "[m1]", extra: str = "", recipient: str | None = None) -> str:
+    return f"  - name: {name}\n    recipient: {recipient or recipient_of(name)}\n    models: {models}\n{extra}"
 
 
 def tok(seed: str) -> str:
@@ -51,7 +53,8 @@ def key(name: str, *, token: str | None = None, models=("m1",), created=NOW - ti
                    created_by="default_user_id", allowed_routes=LLM_ROUTES if managed else (), **extra)
 
 
-def file_for(r, name: str, token: str | None = None, recipients=(A, ADMIN), now=NOW) -> KeyFile:
+def file_for(r, name: str, token: str | None = None, recipients=None, now=NOW) -> KeyFile:
+    recipients = recipients or (recipient_of(name), ADMIN)
     fields = file_document_fields(_desired(r, name, now), URL)
     fields.update({"issued_at": iso(NOW), "token_sha256": token or tok(name)})
     return KeyFile(name, Path(f"keys/{name}.sops.yaml"), token or tok(name), frozenset(recipients), fields)
@@ -166,8 +169,9 @@ def test_missing_or_mismatched_file_or_new_recipient_rotates():
     wrong = plan_of(r, [key("jane")], {"jane": file_for(r, "jane", token=tok("other"))})
     assert wrong.changes[0].reason == "key file keys/jane.sops.yaml does not hold the live key"
     moved = plan_of(r, [key("jane")], {"jane": file_for(r, "jane", recipients=(B, ADMIN))})
-    assert moved.changes[0].reason == (f"recipient changed to {A[:16]}…: the key file must be readable by exactly "
+    assert moved.changes[0].reason == (f"recipient changed to {A}: the key file must be readable by exactly "
                                        "the roster's recipients")
+    assert moved.changes[0].risk is None  # a fresh recipient (a new laptop): shown in full, not braked
 
 
 def test_orphan_file_is_never_registered_but_replaced():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import MASTER, RECONCILE
+from helpers import MASTER, RECONCILE, recipient_of
 
 from reconciler.errors import RosterError
 from reconciler.roster import load_roster, parse_roster
@@ -91,7 +91,7 @@ def text(developers: str, extra: str = "") -> str:
 
 def test_developer_fields_override_defaults_and_null_clears():
     roster = parse_roster(text(f"  - name: a\n    recipient: {A}\n    max_budget: null\n    rotate: 2026-06-01\n"
-                               f"  - name: b\n    recipient: {A}\n    models: [m2]\n"))
+                               f"  - name: b\n    recipient: {recipient_of('b')}\n    models: [m2]\n"))
     a, b = roster.developers
     assert a.limits.max_budget is None and b.limits.max_budget == 10
     assert a.rotate == datetime(2026, 6, 1, tzinfo=timezone.utc)  # the later of own and defaults.rotate
@@ -107,13 +107,15 @@ def test_ssh_recipient_accepted():
 
 def test_expiry_date_is_end_of_day_and_time_is_exact():
     roster = parse_roster(text(f"  - name: a\n    recipient: {A}\n    expires: 2027-03-31\n"
-                               f"  - name: b\n    recipient: {A}\n    expires: 2027-03-31T09:30:00+02:00\n"))
+                               f"  - name: b\n    recipient: {recipient_of('b')}\n"
+                               "    expires: 2027-03-31T09:30:00+02:00\n"))
     assert roster.developers[0].expires == datetime(2027, 3, 31, 23, 59, 59, tzinfo=timezone.utc)
     assert roster.developers[1].expires == datetime(2027, 3, 31, 7, 30, tzinfo=timezone.utc)
 
 
 def test_merge_keys_work():
-    roster = parse_roster(text(f"  - &base {{name: a, recipient: {A}, rpm_limit: 5}}\n  - <<: *base\n    name: b\n"))
+    roster = parse_roster(text(f"  - &base {{name: a, recipient: {A}, rpm_limit: 5}}\n  - <<: *base\n    name: b\n"
+                               f"    recipient: {recipient_of('b')}\n"))
     assert [d.limits.rpm_limit for d in roster.developers] == [5, 5]
 
 
@@ -127,7 +129,8 @@ def test_huge_file_is_refused_before_parsing(tmp_path):
 
 
 def test_a_large_plain_roster_loads(tmp_path):
-    developers = "".join(f"  - name: dev-{i:05d}\n    recipient: {A}\n" for i in range(20_000))
+    developers = "".join(f"  - name: dev-{i:05d}\n    recipient: {recipient_of(f'dev-{i:05d}')}\n"
+                         for i in range(20_000))
     path = tmp_path / "roster.yaml"
     path.write_text(f"version: 1\nkeys:\n  alias: cc-{{name}}\ndefaults:\n  models: [m1]\ndevelopers:\n{developers}")
     assert len(load_roster(path).developers) == 20_000

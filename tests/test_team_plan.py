@@ -42,12 +42,21 @@ def kinds(plan) -> list[tuple[str, str]]:
 
 def test_a_team_is_ours_only_if_nobody_else_can_administer_it():
     seen = classify_teams([team("t1", "a"), team("t2", "b", admins=("default_user_id", "mallory")),
-                           team("t3", "c", org="org-1"), team("t4", "a"), team("t5", None, alias="d")])
+                           team("t3", "c", org="org-1"), team("t5", None, alias="d"), team("t6", "e", alias="evil")])
     assert list(seen.ours) == ["a"] and seen.ours["a"].team_id == "t1"
     problems = [p for _, p in seen.unproven]
     assert "mallory can administer it" in problems[0] and "organization org-1" in problems[1]
-    assert "a second team (t4)" in problems[2]
+    assert "claims to be the roster's team e, but it is called 'evil'" in problems[2]  # the alias must match
     assert list(seen.handmade) == ["d"]
+
+
+def test_two_teams_claiming_one_roster_team_are_both_conflicts_and_its_members_wait():
+    """No tie-break by id: a forgery whose id sorts first would win it (and have the roster's keys bound to it)."""
+    r = roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}")
+    plan = diff(r, [], Records(), NOW, teams=[team("t1", "a"), team("t0-forged", "a")])
+    assert sorted(kinds(plan)) == [("conflict", "a"), ("conflict", "a")], kinds(plan)
+    assert all("2 teams (t0-forged, t1) claim to be the roster's team a" in c.reason for c in plan.changes)
+    assert plan.team_ids == ()  # nothing is bound to either, nothing new is made, jane's key waits
 
 
 def test_new_teams_come_first_with_their_members_then_the_keys_bound_to_them():

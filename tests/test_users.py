@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from helpers import recipient_of
+
 from reconciler.live import LLM_ROUTES, LiveKey, managed_metadata
 from reconciler.options import Options
 from reconciler.plan import diff
@@ -18,7 +20,7 @@ A = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
 
 def roster(*names: str):
-    devs = "".join(f"  - name: {n}\n    recipient: {A}\n" for n in names) or "  []\n"
+    devs = "".join(f"  - name: {n}\n    recipient: {recipient_of(n)}\n" for n in names) or "  []\n"
     text = f"version: 1\nkeys:\n  alias: 'cc-{{name}}'\ndefaults:\n  models: [m1]\ndevelopers:\n{devs}"
     return parse_roster(text, "roster.yaml")
 

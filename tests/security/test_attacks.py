@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+from datetime import timedelta
 
 import yaml
 from helpers import raw_server
 
 from reconciler.delivery import Sops, write_atomic
+from reconciler.timeutil import iso, utcnow
 
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
 
@@ -228,3 +230,72 @@ def test_apply_refuses_a_viewer_or_developer_key_before_any_write(ws, target):
     assert set(target.rows()) == keys_before and not ws.keys.exists()
     plan = ws.run("plan", env={**ws.env(LITELLM_VIEWER_KEY=viewer), "LITELLM_MASTER_KEY": ""})
     assert plan.rc == 0 and "Plan: 1 to create" in plan.stdout
+
+
+# ---------------------------------------------------------------- the retiring alias
+
+
+def test_a_squatted_retiring_alias_does_not_stop_rotations(ws, target):
+    """A self-service user names a key after the alias john's rotated-out key would take: the rotation still runs,
+    renaming the old key to an alias made unique by its hash, and the plan says why. A developer cannot be named so
+    that their alias is another's retiring alias."""
+    target.user("dev1", "internal_user")
+    own = target.key(user_id="dev1")
+    squat = target.key(by=own, key_alias="claude-code-john--retiring")
+    ws.write_roster([{"name": "john"}], grace="1d")
+    assert ws.run("apply").rc == 0
+    old = hashlib.sha256(ws.decrypt("john").encode()).hexdigest()
+    ws.write_roster([{"name": "john"}], grace="1d", rotate_after="90d")
+    later = ws.env(RECONCILE_NOW=iso(utcnow() + timedelta(days=91)))  # the key is due: a rotation with grace
+    plan = ws.run("plan", env=later)
+    assert f"holds claude-code-john--retiring, the alias a rotated-out key takes; this one is renamed " \
+           f"claude-code-john--retiring-{old[:8]} instead" in plan.stdout, plan.stdout
+    applied = ws.run("apply", env=later)
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    assert target.row(squat)["key_alias"] == "claude-code-john--retiring"  # the squatter's key is not touched
+    assert [r["key_alias"] for r in target.rows().values() if r["token"] == old] == \
+        [f"claude-code-john--retiring-{old[:8]}"]
+    ws.people["john--retiring"] = ws.people["omar"]
+    ws.write_roster([{"name": "john"}, {"name": "john--retiring"}])
+    refused = ws.run("validate", "--offline")
+    assert refused.rc == 1 and "developer names may not end in '--retiring'" in refused.stderr, refused.stderr
+
+
+# ---------------------------------------------------------------- recipients
+
+
+def test_a_pull_request_cannot_quietly_redirect_a_key_to_another_recipient(ws, target, people):
+    """The author of a pull request is a developer: they may not take another developer's key by pointing it at a
+    recipient they can read (their own, an admin's, or one left in another key file)."""
+    ws.write_roster([{"name": "jane"}, {"name": "john"}])
+    assert ws.run("apply").rc == 0
+    jane_before = ws.decrypt("jane")
+
+    def roster_with(jane: str, john: str, admins: list[str] | None = None) -> None:
+        ws.write_roster([{"name": "jane", "recipient": jane}, {"name": "john", "recipient": john}])
+        doc = yaml.safe_load(ws.roster.read_text())
+        doc["keys"]["admin_recipients"] = admins or [people["admin"].recipient]
+        ws.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    roster_with(people["john"].recipient, people["john"].recipient)  # jane's key to john
+    shared = ws.run("validate", "--offline")
+    assert shared.rc == 1 and "developers[1] (john).recipient: this recipient is already developer jane's" \
+        in shared.stderr, shared.stderr  # named where it is written the second time
+    roster_with(people["jane"].recipient, people["admin"].recipient)  # john becomes the admin
+    assert "this recipient is already one of keys.admin_recipients" in ws.run("validate", "--offline").stderr
+
+    # john moves to a new laptop in the same pull request, and jane's key goes to john's old recipient, which
+    # still reads john's current key file: high-risk, braked.
+    roster_with(people["john"].recipient, people["omar"].recipient)
+    plan = ws.run("plan")
+    assert f"gives jane's key to {people['john'].recipient}, which already reads another developer's key file" \
+        in plan.stdout, plan.stdout
+    assert f"recipient changed to {people['omar'].recipient}:" in plan.stdout  # john's: shown in full
+    assert ws.run("apply").rc == 4 and ws.decrypt("jane") == jane_before
+
+    # Adding an admin recipient re-issues every key readable by it: high-risk for each.
+    roster_with(people["jane"].recipient, people["john"].recipient,
+                admins=[people["admin"].recipient, people["priya"].recipient])
+    plan = ws.run("plan")
+    assert plan.stdout.count(f"adds admin recipient {people['priya'].recipient}: it can read every key") == 2
+    assert ws.run("apply").rc == 4 and ws.decrypt("jane") == jane_before

@@ -62,11 +62,17 @@ def test_markdown_plan_cannot_be_hijacked(workspace, sandbox):
                json={"key_alias": "claude-code-jane", "metadata": {"managed_by": "litellm-roster",
                                                                    "roster_name": "jane"}})
     workspace.write_roster([{"name": "jane"}, {"name": "john"}])
-    plan = workspace.run("plan", "--format", "markdown")
+    # By default a comment names no detail of a key the tool does not manage (it may be a fork's public PR).
+    hidden = workspace.run("plan", "--format", "markdown")
+    assert hidden.rc == 0 and "evil" not in hidden.stdout and "org/admins" not in hidden.stdout, hidden.stdout
+    assert "| `!` | jane | conflict | a key or user the tool does not manage (details in the job's log) | |" \
+        in hidden.stdout
+    plan = workspace.run("plan", "--format", "markdown", env=workspace.env(RECONCILE_COMMENT_DETAILS="1"))
     assert plan.rc == 0, plan.stderr
     row = next(line for line in plan.stdout.splitlines() if line.startswith("| `!`"))
     assert "<!--" not in plan.stdout and "](" not in plan.stdout and "@org" not in plan.stdout
-    assert "&lt;\\!-- @\u200borg/admins \\| \\[click\\]\\(https://evil.example\\) --&gt;" in row
+    assert "https://" not in plan.stdout  # GitHub would link a bare URL
+    assert "&lt;\\!-- @\u200borg/admins \\| \\[click\\]\\(https:\u200b//evil.example\\) --&gt;" in row
     assert len(re.findall(r"(?<!\\)\|", row)) == 6  # five cells: nothing broke out of the table
     status = workspace.run("status", "--format", "markdown")
     assert "<!--" not in status.stdout and "@org" not in status.stdout
