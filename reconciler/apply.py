@@ -109,7 +109,7 @@ class Applier:
         outcomes: list[Outcome] = []
         for order in sorted({c.order for c in plan.actions}):  # teams, members, keys, then what goes
             batch = [c for c in plan.actions if c.order == order]
-            # Membership changes go one at a time: LiteLLM up to 1.80 keeps a team's members (and a user's teams)
+            # Membership changes go one at a time: LiteLLM up to 1.90 keeps a team's members (and a user's teams)
             # as a list it reads and writes back, so concurrent joins lose all but one (docs/litellm.md §10).
             serial = [c for c in batch if isinstance(c, (Join, MemberBudget, Leave))]
             with ThreadPoolExecutor(self.WORKERS) as pool:
