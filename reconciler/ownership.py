@@ -32,23 +32,28 @@ class Classified:
         return len(self.current) + sum(len(v) for v in self.retiring.values()) + len(self.extra_current)
 
 
-def proof_problem(key: LiveKey, records: Records) -> str | None:
-    """None when the key is proven ours; else why not, for the plan."""
+def proof_problem(key: LiveKey, records: Records, our_teams: frozenset[str] | None = None) -> str | None:
+    """None when the key is proven ours; else why not, for the plan. our_teams: ids of the tool's teams, when read."""
     if not key.made_by_admin:
         return f"claims to be managed by litellm-roster but was created by {key.created_by!r}, not the proxy admin"
     if key.external and key.retire_at is None and not records.proves(key.roster_name or "", key.token):
         return (f"claims to be {key.roster_name}'s adopted key but no adoption record in the repository holds its "
                 "hash; adopt it again with --adopt if it is")
+    if key.external and our_teams is not None and key.team_id and key.team_id not in our_teams:
+        # A team's admins may relabel its keys (alias, metadata): a team key is never believed to be adopted.
+        return (f"claims to be {key.roster_name}'s adopted key but is bound to team {key.team_id}, which is not the "
+                "tool's: its admins may have relabelled it")
     return None
 
 
-def classify(roster: Roster, live: list[LiveKey], records: Records, now: datetime) -> Classified:
+def classify(roster: Roster, live: list[LiveKey], records: Records, now: datetime,
+             our_teams: frozenset[str] | None = None) -> Classified:
     out = Classified()
     aliases = {roster.keys.alias_for(d.name): d.name for d in roster.developers}
     for key in sorted(live, key=lambda k: (k.created_at or now, k.token)):
         name = key.roster_name
         if key.managed:
-            problem = proof_problem(key, records) if name else \
+            problem = proof_problem(key, records, our_teams) if name else \
                 "claims to be managed by litellm-roster but names no developer"
             if problem is not None:
                 out.unproven.append((key, problem))

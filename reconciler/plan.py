@@ -443,7 +443,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     made = set(team_ids) | {c.name for c in team_changes if c.kind == "create-team"}
     waiting = {name for name, want in desired.items() if want.team is not None and want.team not in made}
     files = records.files
-    seen = classify(roster, live, records, now)
+    seen = classify(roster, live, records, now, frozenset(team_ids.values()))
     current, retiring, handmade = seen.current, seen.retiring, seen.handmade
     user_changes: list[Change] = []
     blocked_users: set[str] = set()
@@ -575,6 +575,11 @@ def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKe
                                   "key should carry; delete that key or change keys.alias", key=hand)
         if name in options.replace:
             return _rotate(roster, want, hand, "replacing a hand-made key with a delivered one (--replace)", drop, now)
+        if hand.team_id and hand.team_id not in team_names and (name in options.adopt or roster.keys.adopt_unmanaged):
+            return Conflict(name, f"a key made by hand holds the alias {hand.alias} but is bound to team "
+                                  f"{hand.team_id}, which is not the tool's (its admins can relabel its keys): it is "
+                                  f"not adopted; re-run with --replace {name} to rotate it into a delivered key",
+                            key=hand)
         if name in options.adopt or roster.keys.adopt_unmanaged:
             due = _rotation_reason(roster, dev, want, hand, None, now, delivered=False)
             if due is not None:  # adopting it would only make it due at once: replace it instead

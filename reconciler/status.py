@@ -64,8 +64,8 @@ def _row(roster: Roster, name: str, key: LiveKey | None, state: str, now: dateti
 
 def status_rows(roster: Roster, live: list[LiveKey], records: Records, now: datetime,
                 teams: list[LiveTeam] | None = None) -> tuple[list[StatusRow], list[TeamRow]]:
-    seen = classify(roster, live, records, now)
     ours = classify_teams(teams or []).ours
+    seen = classify(roster, live, records, now, frozenset(t.team_id for t in ours.values()))
     names = {team.team_id: name for name, team in ours.items()}
     rows = []
     for name, key in seen.current.items():

@@ -237,3 +237,27 @@ def test_an_internal_user_cannot_create_teams(litellm):
     made = httpx.post(f"{litellm.url}/team/new", json={"team_alias": "eves"},
                       headers={"Authorization": f"Bearer {secret}"}, timeout=30)
     assert made.status_code in (401, 403), made.text
+
+
+def test_a_relabelled_team_key_is_never_adopted(real_workspace, litellm):
+    """A team admin may change a team key's alias and metadata: with a planted adoption record, such a key looked
+    like the next hire's adopted key, and its secret stayed with the team admin. A key bound to a team that is not
+    the tool's is never believed to be adopted, nor adopted."""
+    from reconciler.records import adoption_document
+
+    ws = real_workspace
+    team = litellm.http.post("/team/new", json={"team_alias": "side-team"}).json()["team_id"]
+    made = litellm.http.post("/key/generate", json={
+        "key_alias": "claude-code-ada", "team_id": team, "models": [SONNET],
+        "metadata": {"managed_by": "litellm-roster", "roster_name": "ada", "delivery": "external"}}).json()
+    ws.known_secrets.append(made["key"])
+    ws.keys.mkdir()
+    (ws.keys / "ada.adopted.yaml").write_bytes(adoption_document("ada", made["token"], "2026-01-01T00:00:00Z"))
+    ws.write_roster([{"name": "ada", "models": [SONNET]}])
+    plan = json.loads(ws.run("plan", "--format", "json").stdout)
+    kinds = {c["kind"] for c in plan["changes"] if c["developer"] == "ada"}
+    assert "update" not in kinds and "adopt" not in kinds and "conflict" in kinds, plan["changes"]
+    assert any(f"is bound to team {team}, which is not the tool's" in c["reason"] for c in plan["changes"])
+    assert ws.run("apply", "--adopt", "ada", "--force").rc == 1
+    row = next(k for k in litellm.keys() if k["token"] == made["token"])
+    assert row["team_id"] == team and row["user_id"] != "roster:ada"  # never taken for ada's
