@@ -191,9 +191,12 @@ def diff_users(users: list[LiveUser], keys: list[LiveKey], proven: set[str], han
     foreign = {name: [k for k in found if k.token not in proven and k.token not in handmade]
                for name, found in under.items()}
 
+    def trusted(user: LiveUser) -> bool:
+        return user.ours or user.auto_created(our_teams)
+
     for name, user in sorted(by_name.items()):
         want = desired.get(name)
-        if user.ours or user.auto_created(our_teams) or (want is not None and name in adopt):
+        if trusted(user) or (want is not None and name in adopt):
             continue
         if want is not None:
             blocked.add(name)
@@ -211,19 +214,18 @@ def diff_users(users: list[LiveUser], keys: list[LiveKey], proven: set[str], han
             continue
         fields = user_fields(user, want, our_teams)
         if fields:
-            takeover = not user.ours and not user.auto_created(our_teams)
+            takeover = not trusted(user)
             why = "taking over a user the tool did not make (--adopt)" if takeover else \
                 "made by LiteLLM for a team membership: taken over" if not user.ours else \
                 f"{', '.join(f for f, _, _ in fields)} differ from what the roster grants"
             changes.append(UpdateUser(name, why, fields=tuple(fields), metadata=tuple(sorted(user.metadata.items())),
                                       takeover=takeover))
     for name, user in sorted(by_name.items()):
-        if name not in desired and (user.ours or user.auto_created(our_teams)):
+        if name not in desired and trusted(user):
             changes.append(DeleteUser(name, "no longer in the roster (or access expired): its user goes with it"))
     for name, found in sorted(foreign.items()):
         user = by_name.get(name)
-        if name in blocked or (user is not None and not user.ours and not user.auto_created(our_teams)
-                               and name not in adopt):
+        if name in blocked or (user is not None and not trusted(user) and name not in adopt):
             continue  # someone else's user: listed in its conflict, or not the roster's at all
         for key in sorted(found, key=lambda k: k.token):
             claim = f" (it {(claims or {})[key.token]})" if key.token in (claims or {}) else ""
