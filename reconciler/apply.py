@@ -72,6 +72,11 @@ def _duration_until(moment: datetime | None, now: datetime) -> str | None:
     return f"{max(1, round((moment - now).total_seconds()))}s"
 
 
+def _key_names(keys: list[dict[str, Any]]) -> str:
+    """Up to five keys from a team's answer, by alias or hash prefix: for an error message."""
+    return ", ".join(str(k.get("key_alias") or str(k.get("token", ""))[:12]) for k in keys[:5])
+
+
 def _new_duration(moment: datetime | None, now: datetime) -> str:
     """For /key/update: "-1" removes an expiry on every version (1.80 and older ignore null; docs/litellm.md §5)."""
     return _duration_until(moment, now) or "-1"
@@ -112,10 +117,10 @@ class Applier:
             # Membership changes go one at a time: LiteLLM up to 1.90 keeps a team's members (and a user's teams)
             # as a list it reads and writes back, so concurrent joins lose all but one (docs/litellm.md §10).
             serial = [c for c in batch if isinstance(c, (Join, MemberBudget, Leave))]
+            parallel = [c for c in batch if not isinstance(c, (Join, MemberBudget, Leave))]
             with ThreadPoolExecutor(self.WORKERS) as pool:
                 in_turn = pool.submit(lambda serial=serial: [self._one(c) for c in serial])
-                outcomes.extend(o for o in pool.map(self._one, [c for c in batch if c not in serial])
-                                if o is not None)
+                outcomes.extend(o for o in pool.map(self._one, parallel) if o is not None)
                 outcomes.extend(o for o in in_turn.result() if o is not None)
         self.not_started = len(plan.actions) - len(outcomes)
         clean_temp_files(self.directory)  # the first run made the directory: give it its .gitignore now
@@ -382,14 +387,12 @@ class Applier:
 
     def _delete_team(self, change: DeleteTeam) -> str:
         """Only an empty team: LiteLLM deletes the keys still bound to a team with it."""
-        info = self.client.team_info(change.team_id)
-        if info is None:
+        keys = self._bound_keys(change.team_id)
+        if keys is None:
             return "(already gone)"
-        keys = [k for k in info.get("keys") or [] if isinstance(k, dict)]
         if keys:
-            which = ", ".join(str(k.get("key_alias") or str(k.get("token", ""))[:12]) for k in keys[:5])
-            raise ReconcileError(f"team {change.name} still holds {len(keys)} key(s) ({which}); it is not deleted, "
-                                 "because LiteLLM would delete them with it: move or delete them first")
+            raise ReconcileError(f"team {change.name} still holds {len(keys)} key(s) ({_key_names(keys)}); it is not "
+                                 "deleted, because LiteLLM would delete them with it: move or delete them first")
         self.client.delete_team(change.team_id)
         return ""
 
@@ -405,16 +408,22 @@ class Applier:
         """Only once no key of the member is bound to the team, read again now: LiteLLM 1.80 deletes them with the
         membership (docs/litellm.md §10)."""
         user = user_id_for(change.name)
-        info = self.client.team_info(change.team_id)
-        if info is None:
+        keys = self._bound_keys(change.team_id)
+        if keys is None:
             return "(team already gone)"
-        bound = [k for k in info.get("keys") or [] if isinstance(k, dict) and k.get("user_id") == user]
+        bound = [k for k in keys if k.get("user_id") == user]
         if bound:
-            which = ", ".join(str(k.get("key_alias") or str(k.get("token", ""))[:12]) for k in bound[:5])
             raise ReconcileError(f"{change.name} still has {len(bound)} key(s) bound to team {change.team} "
-                                 f"({which}); the membership stays, because LiteLLM may delete them with it")
+                                 f"({_key_names(bound)}); the membership stays, because LiteLLM may delete them "
+                                 "with it")
         self.client.remove_member(change.team_id, user)
         return ""
+
+    def _bound_keys(self, team_id: str) -> list[dict[str, Any]] | None:
+        """The keys bound to a team, read now (LiteLLM deletes them with the team, and some versions with a member's
+        membership); None when the team is gone."""
+        info = self.client.team_info(team_id)
+        return None if info is None else [k for k in info.get("keys") or [] if isinstance(k, dict)]
 
     # ------------------------------------------------------------ users (docs/litellm.md §11)
 
@@ -451,12 +460,11 @@ class Applier:
     def _leave_other_team(self, name: str, team_id: str) -> None:
         """A membership in a team that is not the tool's: its keys there are revoked by this plan, and the membership
         (which could let the developer use that team's models) goes. Never while a key the tool issued is bound."""
-        info = self.client.team_info(team_id)
-        if info is None:
+        keys = self._bound_keys(team_id)
+        if keys is None:
             return
         user = user_id_for(name)
-        ours = [k for k in info.get("keys") or [] if isinstance(k, dict) and k.get("user_id") == user
-                and (k.get("metadata") or {}).get(MARKER) == TOOL_NAME]
+        ours = [k for k in keys if k.get("user_id") == user and (k.get("metadata") or {}).get(MARKER) == TOOL_NAME]
         if ours:
             raise ReconcileError(f"a key of {name}'s is bound to team {team_id}, which is not the tool's; left alone")
         self.client.remove_member(team_id, user)

@@ -528,8 +528,8 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     changes.sort(key=lambda c: (c.order, c.name, c.kind))
     aliases = {d.alias for d in desired.values()}
     relevant = [k for k in live if k.managed or k.alias in aliases]  # what the plan was computed from
-    ours = {user_id_for(n) for n in {*desired, *current, *retiring}}
-    relevant_users = [u for u in users or [] if u.user_id in ours or u.user_id in {k.user_id for k in relevant}]
+    read = {user_id_for(n) for n in {*desired, *current, *retiring}} | {k.user_id for k in relevant}
+    relevant_users = [u for u in users or [] if u.user_id in read]
     return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
                 + len(seen.unproven) - len(revoked), roster.sha256,
                 fingerprint(relevant, seen_teams.relevant(roster), relevant_users), now,
@@ -548,12 +548,15 @@ def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Chang
             going.update(c.drop)
             if c.retire_at is None:
                 going.add(c.old.token)
+    staying: dict[tuple[str | None, str | None], list[LiveKey]] = {}
+    for k in live:
+        if k.team_id and k.token not in going:
+            staying.setdefault((k.team_id, k.user_id), []).append(k)
     kept, held = [], []
     for change in changes:
         team_id = getattr(change, "team_id", None) if change.kind == "leave-team" else None
         if team_id:
-            bound = [k for k in live if k.team_id == team_id and k.user_id == user_id_for(change.name)
-                     and k.token not in going]
+            bound = staying.get((team_id, user_id_for(change.name)), [])
             if bound:
                 held.append(f"{change.name}: stays a member of team {getattr(change, 'team', '')} while "
                             f"{len(bound)} key(s) of theirs are bound to it ({', '.join(str(k.alias) for k in bound)})"
@@ -622,12 +625,16 @@ def _recipient_risks(changes: list[Change], roster: Roster, files: dict[str, Key
     request would redirect a key to its author: an admin recipient being added, or a recipient found in another
     developer's key file. Either needs --force; a change to a fresh recipient (a new laptop) is shown in full."""
     admins = {canonical(r) for r in roster.keys.admin_recipients}
+    readers: dict[str, set[str]] = {}  # recipient -> the developers whose key files it reads
+    for name, other in files.items():
+        for r in other.recipients:
+            readers.setdefault(r, set()).add(name)
     out: list[Change] = []
     for change in changes:
         file = files.get(change.name)
         if isinstance(change, Rotate) and file is not None and not file.problem:
             added = set(change.desired.recipients) - file.recipients
-            elsewhere = {r for name, other in files.items() if name != change.name for r in other.recipients}
+            elsewhere = {r for r in added if readers.get(r, set()) - {change.name}}
             new_admins = sorted(added & admins)
             reused = sorted((added - admins) & elsewhere)
             if new_admins:

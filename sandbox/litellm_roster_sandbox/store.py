@@ -319,9 +319,7 @@ class KeyStore:
         now = _iso(self.now())
         with self.lock:
             for given in users or []:
-                self.users.setdefault(given["user_id"], {
-                    "user_role": "internal_user", "models": [], "max_budget": None, "metadata": {}, "teams": [],
-                    "sso_user_id": None, "user_email": None, "spend": 0.0, "created_at": now, **given})
+                self.users.setdefault(given["user_id"], {**self._user_row(given["user_id"]), **given})
             for given in rows:
                 token = hash_token(given["key"]) if "key" in given else given["token"]
                 if token in self.rows or (given.get("key_alias") and given["key_alias"] in self.aliases):
@@ -536,6 +534,11 @@ class KeyStore:
         return error(401, "Authentication Error, Only proxy admin can be used to generate, delete, update info for "
                           f"new keys/users/teams. Route={route}.", "auth_error", "None")
 
+    def _user_row(self, user_id: str, role: str | None = "internal_user") -> dict[str, Any]:
+        """A new user as LiteLLM stores it: /user/new's default role is internal_user; /user/update sets none."""
+        return {"user_id": user_id, "user_role": role, "models": [], "max_budget": None, "metadata": {}, "teams": [],
+                "sso_user_id": None, "user_email": None, "spend": 0.0, "created_at": _iso(self.now())}
+
     def _set_user_fields(self, row: dict[str, Any], body: dict[str, Any]) -> Response | None:
         role = body.get("user_role")
         if role is not None and role not in _USER_ROLES:
@@ -555,9 +558,7 @@ class KeyStore:
             if user_id in self.users:
                 return error(409, f"{{'error': 'User with id {user_id} already exists'}}", "invalid_request_error",
                              None)
-            row = {"user_id": user_id, "user_role": "internal_user", "models": [], "max_budget": None,
-                   "metadata": {}, "teams": [], "sso_user_id": None, "user_email": None, "spend": 0.0,
-                   "created_at": _iso(self.now())}
+            row = self._user_row(user_id)
             if (bad := self._set_user_fields(row, body)) is not None:
                 return bad
             self.users[user_id] = row
@@ -571,9 +572,7 @@ class KeyStore:
         if not isinstance(user_id, str):
             return error(400, "user_id is required", "bad_request_error", "user_id")
         with self.lock:
-            row = self.users.get(user_id) or {"user_id": user_id, "user_role": None, "models": [], "max_budget": None,
-                                              "metadata": {}, "teams": [], "sso_user_id": None, "user_email": None,
-                                              "spend": 0.0, "created_at": _iso(self.now())}
+            row = self.users.get(user_id) or self._user_row(user_id, role=None)
             if (bad := self._set_user_fields(row, body)) is not None:
                 return bad
             self.users[user_id] = row
