@@ -12,6 +12,7 @@ PATH="$venv/bin:$PATH"
 work="$(mktemp -d)"
 cp "$repo/roster.yaml" "$work/"
 export LITELLM_MASTER_KEY="sk-sandbox-master-key"   # the sandbox's; a real one comes from your secret store
+export RECONCILE_PROOF_KEY="demo-proof-key-not-for-production-0123456789"  # a real one: 32+ random characters
 
 litellm-roster-sandbox --port 0 > "$work/sandbox.log" 2>&1 &
 sandbox=$!

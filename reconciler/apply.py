@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import TOOL_NAME
-from .delivery import clean_temp_files, refresh_fields, remove, write_atomic
+from .delivery import ciphertext_of, clean_temp_files, remove, set_fields, write_atomic
 from .errors import ProxyError, ReconcileError
 from .live import LLM_ROUTES, MARKER, NEVER, managed_metadata, user_id_for
 from .plan import (
@@ -32,11 +32,13 @@ from .plan import (
     Desired,
     Plan,
     RemoveFile,
+    Restore,
     Rotate,
     Update,
     file_document_fields,
 )
 from .ports import ProxyAPI, Sealer
+from .proofs import FIELD, Proofs, Prover
 from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
 from .redact import REDACT
 from .roster import Roster
@@ -87,7 +89,7 @@ class Applier:
 
     def __init__(self, roster: Roster, client: ProxyAPI, sops: Sealer, *, proxy_url: str,
                  clock: Callable[[], datetime], hooks: Callable[[str, str], None] | None = None,
-                 on_outcome: Callable[[Outcome], None] = lambda outcome: None):
+                 on_outcome: Callable[[Outcome], None] = lambda outcome: None, prover: Prover | None = None):
         self.roster, self.client, self.sops = roster, client, sops
         self._on_outcome = on_outcome  # called as each change finishes (the audit trail), from worker threads
         self.proxy_url, self.clock = proxy_url, clock
@@ -101,6 +103,8 @@ class Applier:
         self._issued: dict[str, str] = {}  # developer -> hash of the key this run registered for them
         self.team_ids: dict[str, str] = {}  # roster team -> its id: the plan's, and those this run creates
         self.users_failed: set[str] = set()  # developers whose user this run could not create or correct
+        self.prover = prover or Prover()
+        self.proofs_began: datetime | None = None  # what every proof this run makes carries (proofs.py)
 
     def path_for(self, name: str) -> Path:
         return self.directory / f"{name}{SUFFIX}"
@@ -111,6 +115,7 @@ class Applier:
     def run(self, plan: Plan) -> list[Outcome]:
         clean_temp_files(self.directory)
         self.team_ids = dict(plan.team_ids)
+        self.proofs_began = plan.proofs.began or self.clock()
         outcomes: list[Outcome] = []
         for order in sorted({c.order for c in plan.actions}):  # teams, members, keys, then what goes
             batch = [c for c in plan.actions if c.order == order]
@@ -130,7 +135,7 @@ class Applier:
         if self.stop.is_set():
             return None
         try:
-            handler = {Create: self._create, Rotate: self._rotate, Adopt: self._adopt,
+            handler = {Create: self._create, Rotate: self._rotate, Adopt: self._adopt, Restore: self._restore_key,
                        Update: self._update, Delete: self._delete, RemoveFile: self._remove_file,
                        CreateTeam: self._create_team, UpdateTeam: self._update_team, DeleteTeam: self._delete_team,
                        AdoptTeam: self._adopt_team,
@@ -166,9 +171,17 @@ class Applier:
 
     # ------------------------------------------------------------ building blocks
 
+    def _proof(self, kind: str, *parts: str) -> str | None:
+        if not self.prover.enabled:
+            return None
+        return self.prover.make(self.proofs_began or self.clock(), kind, *parts)
+
+    def _key_metadata(self, name: str, token: str, base: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+        return managed_metadata(name, base, **extra, **{FIELD: self._proof("key", name, token)})
+
     def _generate_body(self, want: Desired, secret: str, now: datetime) -> dict[str, Any]:
         body: dict[str, Any] = {"key": secret, "key_alias": want.alias, "models": list(want.models),
-                                "user_id": want.user_id, "metadata": managed_metadata(want.name),
+                                "user_id": want.user_id, "metadata": self._key_metadata(want.name, token_of(secret)),
                                 "allowed_routes": list(LLM_ROUTES),
                                 "duration": _duration_until(want.expires, now), "blocked": want.blocked}
         body.update({k: v for k, v in want.limits.as_dict().items() if v is not None})
@@ -186,12 +199,15 @@ class Applier:
         """Encrypt and write; returns the previous file's bytes (already encrypted) so a failure can restore it."""
         path = self.path_for(want.name)
         previous = path.read_bytes() if path.exists() else None
+        token = token_of(secret)
         document = {**file_document_fields(want, self.proxy_url), "issued_at": iso(now),
-                    "token_sha256": token_of(secret), "api_key": secret}
-        write_atomic(path, self.sops.encrypt(document, list(want.recipients), path.name))
+                    "token_sha256": token, "api_key": secret}
+        content = self.sops.encrypt(document, list(want.recipients), path.name)
+        proof = self._proof("file", want.name, token, ciphertext_of(content))
+        write_atomic(path, set_fields(content, {"proof": proof}, path.name) if proof else content)
         return previous
 
-    def _restore(self, want: Desired, previous: bytes | None) -> None:
+    def _put_back(self, want: Desired, previous: bytes | None) -> None:
         path = self.path_for(want.name)
         if previous is None:
             remove(path)
@@ -250,7 +266,7 @@ class Applier:
             before_register()
             self._register_key(want, secret, now)
         except BaseException:
-            self._restore(want, previous)
+            self._put_back(want, previous)
             raise
         return self._verify(want, secret)
 
@@ -259,10 +275,17 @@ class Applier:
     def _create(self, change: Create) -> str:
         return self._issue(change.desired)
 
-    def _refresh_file(self, want: Desired, names: tuple[str, ...]) -> None:
-        if names:
-            wanted = file_document_fields(want, self.proxy_url)
-            refresh_fields(self.path_for(want.name), {k: wanted[k] for k in names})
+    def _refresh_file(self, want: Desired, names: tuple[str, ...], token: str) -> None:
+        """Readable fields, and the file's proof (over the ciphertext it holds, which the plan checked)."""
+        if not names:
+            return
+        path = self.path_for(want.name)
+        content = path.read_bytes()
+        wanted = {**file_document_fields(want, self.proxy_url), "proof": None}
+        updates = {k: wanted[k] for k in names}
+        if "proof" in names:
+            updates["proof"] = self._proof("file", want.name, token, ciphertext_of(content))
+        write_atomic(path, set_fields(content, updates, path.name))
 
     def _rotate(self, change: Rotate) -> str:
         want, old = change.desired, change.old
@@ -277,13 +300,31 @@ class Applier:
                 base = old.metadata if old.managed else {}
                 self.client.update({
                     "key": old.token, "key_alias": change.retiring_alias,
-                    "metadata": managed_metadata(want.name, base, retire_at=iso(change.retire_at)),
+                    "metadata": self._key_metadata(want.name, old.token, base, retire_at=iso(change.retire_at)),
                     "duration": _duration_until(change.retire_at, now), "user_id": want.user_id})
             self._hook("after-retire", want.name)
 
         message = self._issue(want, before_register=retire_old)
         remove(self.adoption_path(want.name))  # a key adopted in place is now a delivered one
         return message
+
+    def _restore_key(self, change: Restore) -> str:
+        """Register the secret a proven key file holds, as the plan found it: the file is read and proven again
+        now, and its secret must hash to the key it names. A crash before the key is registered leaves nothing;
+        after, the next plan finds the key live and current."""
+        want = change.desired
+        path = self.path_for(want.name)
+        file = read_key_file(want.name, path)
+        problem = file.problem or (None if file.token_sha256 == change.token else "it changed since the plan") or \
+            Proofs(self.prover).file_problem(want.name, file, required=True)
+        if problem:
+            raise ReconcileError(f"{path.name} is not restored: {problem}")
+        secret = self.sops.decrypt(path)
+        if token_of(secret) != change.token:
+            raise ReconcileError(f"{path.name} is not restored: the secret inside does not hash to its token_sha256")
+        self._register_key(want, secret, self.clock())
+        self._refresh_file(want, ("key_alias", "proxy_url", "models", "expires"), change.token)
+        return self._verify(want, secret)
 
     def _adopt(self, change: Adopt) -> str:
         want, key = change.desired, change.key
@@ -292,7 +333,7 @@ class Applier:
         write_atomic(self.adoption_path(want.name), adoption_document(want.name, key.token, iso(now)))
         body = {"key": key.token, "key_alias": want.alias, "models": list(want.models), "user_id": want.user_id,
                 "allowed_routes": list(LLM_ROUTES),
-                "metadata": managed_metadata(want.name, key.metadata, delivery="external"),
+                "metadata": self._key_metadata(want.name, key.token, key.metadata, delivery="external"),
                 "duration": _new_duration(want.expires, now), **want.limits.as_dict(),
                 "team_id": self.team_id(want.team) if want.team else None}
         self._send_update(body)
@@ -316,11 +357,16 @@ class Applier:
     def _update(self, change: Update) -> str:
         want, key = change.desired, change.key
         fields = {name for name, _, _ in change.fields}
+        # The file first: a key given its proof must have a proven file (the next plan would rotate it otherwise).
+        self._refresh_file(want, change.file_fields, key.token)
         # The plan's "after" values are what LiteLLM stores; expiry goes as a duration, blocked through its routes.
         body: dict[str, Any] = {"key": key.token, **{name: after for name, _, after in change.fields
-                                                     if name not in ("expires", "blocked", "team")}}
+                                                     if name not in ("expires", "blocked", "team", "proof")}}
         if "expires" in fields:
             body["duration"] = _new_duration(want.expires, self.clock())
+        if "proof" in fields:  # /key/update replaces metadata whole: the key's own is kept
+            kept = {k: key.metadata[k] for k in ("retire_at", "delivery") if k in key.metadata}
+            body["metadata"] = self._key_metadata(want.name, key.token, key.metadata, **kept)
         # LiteLLM checks a key's models against the team it joins, the models it has before this update: so the
         # key leaves its old team, changes, and then joins the new one.
         moving = "team" in fields
@@ -332,7 +378,6 @@ class Applier:
             self.client.update({"key": key.token, "team_id": self.team_id(want.team)})
         if "blocked" in fields:
             self._set_blocked(key.token, want.blocked, key.blocked)
-        self._refresh_file(want, change.file_fields)
         return ""
 
     def _delete(self, change: Delete) -> str:
@@ -360,7 +405,8 @@ class Applier:
         # Our own id: a retry whose first answer was lost meets "already exists" instead of making a second team.
         team_id = str(uuid.uuid4())
         body = {"team_id": team_id, "team_alias": change.name, "models": list(change.models),
-                "metadata": team_metadata(change.name), "team_member_permissions": [],
+                "metadata": team_metadata(change.name, proof=self._proof("team", change.name, team_id)),
+                "team_member_permissions": [],
                 **{k: v for k, v in change.settings if v is not None}}
         try:
             self.client.new_team(body)
@@ -371,13 +417,17 @@ class Applier:
         return ""
 
     def _adopt_team(self, change: AdoptTeam) -> str:
-        self._update_team(change, metadata=team_metadata(change.name, dict(change.metadata)))
+        self._update_team(change, adopting=True)
         self.team_ids[change.name] = change.team_id
         return ""
 
-    def _update_team(self, change: UpdateTeam, **extra: Any) -> str:
+    def _update_team(self, change: UpdateTeam, *, adopting: bool = False) -> str:
         # /team/update ignores team_member_permissions on every version; /team/permissions_update sets them.
-        body = {name: after for name, _, after in change.fields if name != "team_member_permissions"}
+        body = {name: after for name, _, after in change.fields if name not in ("team_member_permissions", "proof")}
+        extra = {}
+        if adopting or any(name == "proof" for name, _, _ in change.fields):
+            extra["metadata"] = team_metadata(change.name, dict(change.metadata),
+                                              self._proof("team", change.name, change.team_id))
         if body or extra:
             self.client.update_team({"team_id": change.team_id, **body, **extra})
         for name, _, after in change.fields:

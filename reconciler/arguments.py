@@ -57,6 +57,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
         p.add_argument("--no-delete", action="store_true", help="never delete keys or key files")
         p.add_argument("--adopt", nargs="+", metavar="NAME", help="take over these hand-made keys in place")
         p.add_argument("--replace", nargs="+", metavar="NAME", help="rotate these hand-made keys into delivered ones")
+        p.add_argument("--restore", action="store_true",
+                       help="after the proxy lost its keys: register again the secrets of key files whose proof "
+                            "verifies (apply needs an admin identity in SOPS_AGE_KEY_FILE)")
 
     def output(p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=("text", "markdown", "json"), default="text",

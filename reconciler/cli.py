@@ -81,7 +81,8 @@ def _session(args: argparse.Namespace, *, admin: bool = False, roster: Any = Non
 def _options(args: argparse.Namespace, roster: Any) -> Any:
     from .options import options_for
 
-    return options_for(roster, adopt=args.adopt, replace=args.replace, only=args.only, no_delete=args.no_delete)
+    return options_for(roster, adopt=args.adopt, replace=args.replace, only=args.only, no_delete=args.no_delete,
+                       restore=args.restore)
 
 
 # ---------------------------------------------------------------- commands
@@ -105,11 +106,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         requests = session.client.stats.requests
     from .render import render
 
+    others = os.environ.get("RECONCILE_COMMENT_DETAILS") == "1"
     if args.out:
-        Path(args.out).write_text(REDACT(render(plan, "json", roster=args.roster, proxy_url=session.proxy_url)),
-                                  "utf-8")
-    out(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url,
-               others=os.environ.get("RECONCILE_COMMENT_DETAILS") == "1"))
+        Path(args.out).write_text(REDACT(render(plan, "json", roster=args.roster, proxy_url=session.proxy_url,
+                                                others=others)), "utf-8")
+    out(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url, others=others))
     log.info("%d requests to the proxy", requests)
     return 2 if args.detailed_exitcode and plan.changes else 0  # a conflict is something to do too
 

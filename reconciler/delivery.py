@@ -74,12 +74,17 @@ def clean_temp_files(directory: Path) -> int:
 
 
 def refresh_fields(path: Path, updates: dict[str, Any]) -> None:
-    """Rewrite readable fields of a key file in place, in sops's own layout, changing only the lines of the fields
-    whose values changed: the encrypted value and the sops metadata are kept byte for byte, and the git diff a
-    reviewer sees is the change itself."""
-    head, marker, tail = path.read_text("utf-8").partition(SOPS_BLOCK)
+    """Rewrite readable fields of a key file in place (set_fields), atomically."""
+    write_atomic(path, set_fields(path.read_bytes(), updates, path.name))
+
+
+def set_fields(content: bytes, updates: dict[str, Any], filename: str) -> bytes:
+    """A key file with readable fields set, in sops's own layout, changing only the lines of the fields whose values
+    changed: the encrypted value and the sops metadata are kept byte for byte, and the git diff a reviewer sees is
+    the change itself."""
+    head, marker, tail = content.decode("utf-8").partition(SOPS_BLOCK)
     if not marker:
-        raise DeliveryError(f"{path.name} is not laid out as sops writes a key file; not refreshed")
+        raise DeliveryError(f"{filename} is not laid out as sops writes a key file; not refreshed")
     lines = head.split("\n")
     for name, value in updates.items():
         block = _field_lines(name, value)
@@ -92,7 +97,15 @@ def refresh_fields(path: Path, updates: dict[str, Any]) -> None:
         while end < len(lines) and lines[end].startswith(" "):
             end += 1
         lines[start:end] = block
-    write_atomic(path, ("\n".join(lines) + marker + tail).encode())
+    return ("\n".join(lines) + marker + tail).encode()
+
+
+def ciphertext_of(content: bytes) -> str:
+    """The encrypted api_key as sops wrote it: what a key file's proof binds."""
+    for line in content.decode("utf-8").partition(SOPS_BLOCK)[0].split("\n"):
+        if line.startswith("api_key: "):
+            return line[len("api_key: "):].strip()
+    raise DeliveryError("sops wrote no api_key line")
 
 
 def _field_lines(name: str, value: Any) -> list[str]:
@@ -167,10 +180,11 @@ class Sops:
 
     @staticmethod
     def _env(*, keep_sops: bool) -> dict[str, str]:
-        """sops never needs the proxy's credentials. When encrypting it gets no SOPS_* settings either:
-        SOPS_KMS_ARN, SOPS_PGP_FP and the like would silently add recipients, and the roster alone decides them."""
+        """sops never needs the proxy's credentials or the tool's settings (RECONCILE_PROOF_KEY among them). When
+        encrypting it gets no SOPS_* settings either: SOPS_KMS_ARN, SOPS_PGP_FP and the like would silently add
+        recipients, and the roster alone decides them."""
         return {k: v for k, v in os.environ.items()
-                if not k.startswith("LITELLM_") and (keep_sops or not k.startswith("SOPS_"))}
+                if not k.startswith(("LITELLM_", "RECONCILE_")) and (keep_sops or not k.startswith("SOPS_"))}
 
     def encrypt(self, document: dict[str, Any], recipients: list[str], filename: str) -> bytes:
         args = ["--config", os.devnull, "--disable-version-check", "--encrypt",
@@ -183,3 +197,11 @@ class Sops:
         # sops lives for about 15 ms and allocates a few MB: Go's garbage collector only costs it a fifth more CPU,
         # which apply, running one sops per key on every core, pays in keys per second.
         return self._run(args, stdin=plain, env={**self._env(keep_sops=False), "GOGC": "off"}, what=filename)
+
+    def decrypt(self, path: Path) -> str:
+        """A key file's secret, with the identity the operator gave sops (SOPS_AGE_KEY_FILE, SOPS_AGE_KEY): for
+        restoring keys after the proxy's database is lost. It comes back in memory only, and is redacted at once."""
+        args = ["--config", os.devnull, "--disable-version-check", "decrypt", "--extract", '["api_key"]', str(path)]
+        secret = self._run(args, env=self._env(keep_sops=True), what=path.name).decode("utf-8").strip()
+        REDACT.add(secret)
+        return secret

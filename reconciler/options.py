@@ -17,14 +17,15 @@ class Options:
     replace: frozenset[str] = frozenset()
     only: frozenset[str] | None = None
     no_delete: bool = False
+    restore: bool = False  # register again the secrets of proven key files whose keys the proxy lost
 
 
 def options_for(roster: Roster, *, adopt: list[str] | None = None, replace: list[str] | None = None,
-                only: list[str] | None = None, no_delete: bool = False) -> Options:
+                only: list[str] | None = None, no_delete: bool = False, restore: bool = False) -> Options:
     names = {d.name for d in roster.developers}
     for flag, given in (("adopt", adopt), ("replace", replace)):  # --only may name a developer who left
         for name in given or []:
             if name not in names:
                 raise ConfigError(f"--{flag} {name}: no developer of that name in {roster.path}")
     return Options(adopt=frozenset(adopt or ()), replace=frozenset(replace or ()),
-                   only=frozenset(only) if only else None, no_delete=no_delete)
+                   only=frozenset(only) if only else None, no_delete=no_delete, restore=restore)

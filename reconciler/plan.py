@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .catalog import ModelCatalog
 from .live import LLM_ROUTES, LiveKey, user_id_for
 from .options import Options
-from .ownership import classify
+from .ownership import classify, key_standing, proofs_for
+from .proofs import NO_PROOFS, Proofs, Prover, Standing
 from .recipients import canonical
 from .records import KeyFile, Records
 from .roster import LIMIT_FIELDS, RETIRING_SUFFIX, Developer, Limits, Roster
@@ -140,6 +141,19 @@ class Rotate(Change):
 
 
 @dataclass(frozen=True)
+class Restore(Change):
+    """Register again the secret a key file holds, after the proxy lost its keys (apply --restore): the developer
+    keeps working without a new key. Only for a file whose proof verifies, so nobody can choose a developer's key."""
+
+    kind, symbol, order = "restore", "+", 0
+    desired: Desired = None  # type: ignore[assignment]
+    token: str = ""  # the hash the key file holds
+
+    def _data(self) -> dict[str, Any]:
+        return {"after": self.desired.data, "token_prefix": self.token[:12]}
+
+
+@dataclass(frozen=True)
 class Adopt(Change):
     """Take over a hand-made key in place: it keeps its secret, gains the marker and the roster's settings."""
 
@@ -230,6 +244,7 @@ class Plan:
     current_count: int = 0  # developers' current managed keys: what "all of them" means to the brakes
     team_ids: tuple[tuple[str, str], ...] = ()  # (roster team, id) of the tool's teams on the proxy
     revoked: int = 0  # keys under roster users that the tool did not issue: revoked by this plan
+    proofs: Proofs = NO_PROOFS
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -257,6 +272,8 @@ class Plan:
             return "No changes."
         parts = [f"{self.count('create')} to create", f"{self.count('rotate')} to rotate",
                  f"{self.count('update', 'adopt')} to update", f"{self.count('delete', 'remove-file')} to delete"]
+        if self.count("restore"):
+            parts.insert(1, f"{self.count('restore')} to restore")
         text = "Plan: " + ", ".join(parts) + "."
         teams = [self.count("create-team"), self.count("update-team", "adopt-team"), self.count("delete-team"),
                  self.count("join-team", "leave-team", "member-budget")]
@@ -284,6 +301,7 @@ class Plan:
                 "live_fingerprint": self.live_fingerprint, "checksum": self.checksum,
                 "computed_at": iso(self.now), "summary": self.summary,
                 "managed_keys": self.managed_count, "unmanaged_keys": self.unmanaged_count,
+                "proofs": self.proofs.header(),
                 "changes": [c.data for c in self.changes], "warnings": list(self.warnings),
                 "high_risk": [{"developer": c.name, "kind": c.kind, "why": c.risk} for c in self.high_risk],
                 "keys_taken_over": self.taken_over,
@@ -382,16 +400,19 @@ def file_document_fields(want: Desired, proxy_url: str | None) -> dict[str, Any]
             "expires": iso(want.expires)}
 
 
-def _file_fields(want: Desired, file: KeyFile | None, proxy_url: str | None) -> tuple[str, ...]:
+def _file_fields(want: Desired, file: KeyFile | None, proxy_url: str | None, proofs: Proofs) -> tuple[str, ...]:
     if file is None or file.problem:
         return ()
-    return tuple(k for k, v in file_document_fields(want, proxy_url).items() if file.fields.get(k) != v)
+    names = tuple(k for k, v in file_document_fields(want, proxy_url).items() if file.fields.get(k) != v)
+    if proofs.enabled and not proofs.file_proven(want.name, file):
+        names += ("proof",)  # trusted on first use (the diff checked): it gets its proof
+    return names
 
 
 def _rotation_reason(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyFile | None,
-                     now: datetime, *, delivered: bool = True) -> tuple[str, bool] | None:
+                     now: datetime, *, delivered: bool = True, proofs: Proofs = NO_PROOFS) -> tuple[str, bool] | None:
     """Why the key must be rotated, and whether that is a revocation (the old key must stop at once), or None."""
-    reason = _due(roster, dev, want, key, file, now, delivered=delivered)
+    reason = _due(roster, dev, want, key, file, now, delivered=delivered, proofs=proofs)
     if reason is None:
         return None
     return reason, _rotation_requested(dev, key)
@@ -403,7 +424,7 @@ def _rotation_requested(dev: Developer, key: LiveKey) -> bool:
 
 
 def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyFile | None, now: datetime, *,
-         delivered: bool) -> str | None:
+         delivered: bool, proofs: Proofs) -> str | None:
     where = f"{roster.keys.delivery_dir}/{want.name}.sops.yaml"
     if delivered and not key.external:
         if file is None:
@@ -412,6 +433,10 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
             return f"key file {where} is {file.problem}"
         if file.token_sha256 != key.token:
             return f"key file {where} does not hold the live key"
+        # A key file is matched by a hash it states in the clear: only its proof says the secret inside is that one.
+        problem = proofs.file_problem(want.name, file, required=key_standing(key, proofs)[0] is Standing.PROVEN)
+        if problem:
+            return f"key file {where} {problem}: it is not trusted to hold the live key"
         if file.recipients != frozenset(want.recipients):
             added = sorted(set(want.recipients) - file.recipients)
             whom = ", ".join(added) if added else "fewer recipients"  # in full: a reviewer must see whose key it is
@@ -426,24 +451,25 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
 
 def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *,
          catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options | None = None,
-         teams: list[LiveTeam] | None = None, users: list[LiveUser] | None = None) -> Plan:
+         teams: list[LiveTeam] | None = None, users: list[LiveUser] | None = None,
+         prover: Prover | None = None) -> Plan:
     """users: the proxy's users; None where they were not read (unit tests of the key diff), which leaves the
-    developers' LiteLLM users out of the plan."""
+    developers' LiteLLM users out of the plan. prover: the operator's RECONCILE_PROOF_KEY (proofs.py)."""
     from .teams import classify_teams, diff_teams  # teams.py and users.py build on this module's Change
     from .users import Revoke, diff_users
 
     options = options or Options()
-
-    seen_teams = classify_teams(teams or [])
-    team_ids = seen_teams.ids(roster)
+    proofs = proofs_for(prover or Prover(), live, teams or [])
+    seen_teams = classify_teams(teams or [], proofs)
+    team_ids = seen_teams.ids(roster, adopting=proofs.enabled)
     team_names = {team_id: name for name, team_id in team_ids.items()}
     desired = desired_state(roster, catalog, now, team_ids)
-    team_changes, team_warnings = diff_teams(roster, seen_teams, desired)
+    team_changes, team_warnings = diff_teams(roster, seen_teams, desired, proofs)
     # A roster team that exists nowhere and will not be made (a conflict holds its name): its members' keys wait.
     made = set(team_ids) | {c.name for c in team_changes if c.kind == "create-team"}
     waiting = {name for name, want in desired.items() if want.team is not None and want.team not in made}
     files = records.files
-    seen = classify(roster, live, records, now, frozenset(team_ids.values()))
+    seen = classify(roster, live, records, now, frozenset(team_ids.values()), proofs)
     current, retiring, handmade = seen.current, seen.retiring, seen.handmade
     user_changes: list[Change] = []
     blocked_users: set[str] = set()
@@ -463,6 +489,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     warnings: list[str] = []
     expiring: list[tuple[str, datetime]] = []
     selected = (lambda name: True) if options.only is None else (lambda name: name in options.only)
+    context = _Context(roster, options, proxy_url, team_names, proofs, now, frozenset(k.token for k in live))
 
     for name in sorted(desired):
         if not selected(name) or name in alias_held or name in waiting:  # a Conflict says why
@@ -470,10 +497,9 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
         want, dev = desired[name], roster.developer(name)
         assert dev is not None
         olds = retiring.get(name, [])
-        action = _developer_change(roster, dev, want, current.get(name), handmade.get(name), files.get(name), olds,
-                                   now, options, proxy_url, team_names)
+        action = _developer_change(context, dev, want, current.get(name), handmade.get(name), files.get(name), olds)
         if not isinstance(action, Rotate):  # a rotation drops every rotated-out key itself
-            changes.extend(_retiring_changes(roster, want, olds, now))
+            changes.extend(_retiring_changes(roster, want, olds, now, proofs))
         if action is not None:
             changes.append(action)
         if want.expires is not None and want.expires - now <= roster.keys.expiry_warning:
@@ -533,7 +559,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
                 + len(seen.unproven) - len(revoked), roster.sha256,
                 fingerprint(relevant, seen_teams.relevant(roster), relevant_users), now,
-                tuple(expiring), len(current), tuple(sorted(team_ids.items())), revoked=len(revoked))
+                tuple(expiring), len(current), tuple(sorted(team_ids.items())), revoked=len(revoked), proofs=proofs)
 
 
 def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change], list[str]]:
@@ -566,48 +592,94 @@ def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Chang
     return kept, held
 
 
-def _developer_change(roster: Roster, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,
-                      file: KeyFile | None, olds: list[LiveKey], now: datetime, options: Options,
-                      proxy_url: str | None, team_names: dict[str, str]) -> Change | None:
+@dataclass(frozen=True)
+class _Context:
+    """What every developer's diff reads besides their own key, file and roster entry."""
+
+    roster: Roster
+    options: Options
+    proxy_url: str | None
+    team_names: dict[str, str]
+    proofs: Proofs
+    now: datetime
+    live_tokens: frozenset[str]
+
+
+def _developer_change(ctx: _Context, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey | None,
+                      file: KeyFile | None, olds: list[LiveKey]) -> Change | None:
     """What one roster developer needs, if anything."""
-    name = want.name
+    roster, now, name = ctx.roster, ctx.now, want.name
     drop = tuple(r.token for r in olds)  # their alias is about to be reused by the key being rotated out
     if hand is not None:
-        if key is not None:
-            return Conflict(name, f"a key made by hand holds the alias {want.alias}, which this developer's managed "
-                                  "key should carry; delete that key or change keys.alias", key=hand)
-        if name in options.replace:
-            return _rotate(roster, want, hand, "replacing a hand-made key with a delivered one (--replace)", drop, now)
-        if hand.team_id and hand.team_id not in team_names and (name in options.adopt or roster.keys.adopt_unmanaged):
-            return Conflict(name, f"a key made by hand holds the alias {hand.alias} but is bound to team "
-                                  f"{hand.team_id}, which is not the tool's (its admins can relabel its keys): it is "
-                                  f"not adopted; re-run with --replace {name} to rotate it into a delivered key",
-                            key=hand)
-        if name in options.adopt or roster.keys.adopt_unmanaged:
-            due = _rotation_reason(roster, dev, want, hand, None, now, delivered=False)
-            if due is not None:  # adopting it would only make it due at once: replace it instead
-                return _rotate(roster, want, hand, f"hand-made key to adopt is due for rotation: {due[0]}", drop, now,
-                               revocation=due[1])
-            return Adopt(name, "taking over a hand-made key in place; it keeps its secret", desired=want, key=hand,
-                         fields=tuple(_proxy_fields(want, hand, team_names)))
-        return Conflict(name, f"a key made by hand holds the alias {hand.alias}; re-run with --adopt {name} to take "
-                              f"it over, or --replace {name} to rotate it into a delivered key", key=hand)
+        return _handmade_change(ctx, dev, want, key, hand, drop)
     if key is None:
-        # A key file with no live key (an interrupted apply, or one committed by hand) is never registered: the
-        # tool registers only secrets it has just made, so nobody can choose a developer's key. It is replaced.
-        where = f"{roster.keys.delivery_dir}/{name}.sops.yaml"
-        return Create(name, "new in the roster" if file is None else
-                      f"no live key for this developer; a fresh key replaces {where}", desired=want)
-    due = _rotation_reason(roster, dev, want, key, file, now)
+        return _keyless_change(ctx, want, file)
+    due = _rotation_reason(roster, dev, want, key, file, now, proofs=ctx.proofs)
     if due is not None:
         return _rotate(roster, want, key, due[0], drop, now, revocation=due[1])
-    fields = _proxy_fields(want, key, team_names)
-    file_fields = () if key.external else _file_fields(want, file, proxy_url)
+    fields = _proxy_fields(want, key, ctx.team_names)
+    if key_standing(key, ctx.proofs)[0] is Standing.FIRST_USE:
+        fields.append(("proof", "missing", "set"))
+    file_fields = () if key.external else _file_fields(want, file, ctx.proxy_url, ctx.proofs)
     if not fields and not file_fields:
         return None
     what = ", ".join(f for f, _, _ in fields) or "key file fields " + ", ".join(file_fields)
     return Update(name, f"{what} differ from the roster", desired=want, key=key, fields=tuple(fields),
                   file_fields=file_fields)
+
+
+def _handmade_change(ctx: _Context, dev: Developer, want: Desired, key: LiveKey | None, hand: LiveKey,
+                     drop: tuple[str, ...]) -> Change:
+    roster, options, now, name = ctx.roster, ctx.options, ctx.now, want.name
+    if key is not None:
+        return Conflict(name, f"a key made by hand holds the alias {want.alias}, which this developer's managed "
+                              "key should carry; delete that key or change keys.alias", key=hand)
+    if name in options.replace:
+        return _rotate(roster, want, hand, "replacing a hand-made key with a delivered one (--replace)", drop, now)
+    if not (name in options.adopt or roster.keys.adopt_unmanaged):
+        return Conflict(name, f"a key made by hand holds the alias {hand.alias}; re-run with --adopt {name} to take "
+                              f"it over, or --replace {name} to rotate it into a delivered key", key=hand)
+    if hand.team_id and hand.team_id not in ctx.team_names:
+        return Conflict(name, f"a key made by hand holds the alias {hand.alias} but is bound to team "
+                              f"{hand.team_id}, which is not the tool's (its admins can relabel its keys): it is "
+                              f"not adopted; re-run with --replace {name} to rotate it into a delivered key", key=hand)
+    if not ctx.proofs.enabled:
+        return Conflict(name, f"a key made by hand holds the alias {hand.alias}; adopting it needs proofs "
+                              "(RECONCILE_PROOF_KEY), which nobody else can forge on an adopted key: set it, or "
+                              f"re-run with --replace {name} to rotate it into a delivered key", key=hand)
+    due = _rotation_reason(roster, dev, want, hand, None, now, delivered=False)
+    if due is not None:  # adopting it would only make it due at once: replace it instead
+        return _rotate(roster, want, hand, f"hand-made key to adopt is due for rotation: {due[0]}", drop, now,
+                       revocation=due[1])
+    return Adopt(name, "taking over a hand-made key in place; it keeps its secret", desired=want, key=hand,
+                 fields=tuple(_proxy_fields(want, hand, ctx.team_names)))
+
+
+def _keyless_change(ctx: _Context, want: Desired, file: KeyFile | None) -> Change:
+    """A developer with no live key: a new one, or with --restore the one their key file holds when it is proven.
+    Without --restore a key file with no live key (an interrupted apply, or one committed by hand) is never
+    registered: nobody can choose a developer's key. It is replaced."""
+    if file is None:
+        return Create(want.name, "new in the roster", desired=want)
+    where = f"{ctx.roster.keys.delivery_dir}/{want.name}.sops.yaml"
+    if not ctx.options.restore:
+        return Create(want.name, f"no live key for this developer; a fresh key replaces {where}", desired=want)
+    problem = _restore_problem(ctx, want.name, file)
+    if problem:
+        return Create(want.name, f"no live key for this developer; {where} is not restored ({problem}): a fresh "
+                                 "key replaces it", desired=want)
+    return Restore(want.name, f"no live key for this developer: registering again the key {where} holds "
+                              "(its proof verifies)", desired=want, token=file.token_sha256 or "")
+
+
+def _restore_problem(ctx: _Context, name: str, file: KeyFile) -> str | None:
+    if file.problem:
+        return file.problem
+    if not file.token_sha256:
+        return "it names no key hash"
+    if file.token_sha256 in ctx.live_tokens:  # registering it again would be a no-op on some versions
+        return "its key is on the proxy, but not as this developer's"
+    return ctx.proofs.file_problem(name, file, required=True)
 
 
 def _rotate(roster: Roster, want: Desired, old: LiveKey, reason: str, drop: tuple[str, ...], now: datetime, *,
@@ -669,9 +741,10 @@ def _unsquatted(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change
     return out, warnings
 
 
-def _retiring_changes(roster: Roster, want: Desired, olds: list[LiveKey], now: datetime) -> list[Change]:
+def _retiring_changes(roster: Roster, want: Desired, olds: list[LiveKey], now: datetime,
+                      proofs: Proofs) -> list[Change]:
     """Rotated-out keys: deleted when their grace ends (or keys.grace became 0: the overlap ends now), blocked with
-    the developer's current key when the roster disables the developer."""
+    the developer's current key when the roster disables the developer, given their proof when proofs begin."""
     out: list[Change] = []
     for old in olds:
         if old.retire_at is not None and old.retire_at <= now:
@@ -681,4 +754,7 @@ def _retiring_changes(roster: Roster, want: Desired, olds: list[LiveKey], now: d
         elif want.blocked and not old.blocked:
             out.append(Update(want.name, "disabled: the rotated-out key is blocked too", desired=want, key=old,
                               fields=(("blocked", False, True),)))
+        elif key_standing(old, proofs)[0] is Standing.FIRST_USE:
+            out.append(Update(want.name, "proofs begin: the rotated-out key gets its proof", desired=want, key=old,
+                              fields=(("proof", "missing", "set"),)))
     return out

@@ -4,6 +4,7 @@ them; tests put in-process fakes behind the same names."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -68,6 +69,10 @@ class ProxyAPI(KeyAPI, TeamAPI, UserAPI, Protocol):
 class Sealer(Protocol):
     def encrypt(self, document: dict[str, Any], recipients: list[str], filename: str) -> bytes:
         """The key file's bytes: `api_key` encrypted to the recipients, the other fields readable."""
+        ...
+
+    def decrypt(self, path: Path) -> str:
+        """A key file's secret, with the operator's identity (apply --restore)."""
         ...
 
 

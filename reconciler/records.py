@@ -24,7 +24,7 @@ SUFFIX = ".sops.yaml"
 ADOPTED_SUFFIX = ".adopted.yaml"
 TEMP_GLOB = ".*.tmp"  # write_atomic's temp files: left only by a killed run, removed by the next apply
 NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # the roster's developer names, matched whole
-CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256")
+CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256", "proof")
 
 
 def token_of(secret: str) -> str:
@@ -42,7 +42,11 @@ class KeyFile:
     recipients: frozenset[str]
     fields: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     problem: str | None = None  # set when the file cannot be trusted (unparseable, not sops, not ours)
+    ciphertext: str | None = None  # the encrypted api_key as written: what the file's proof binds
 
+    @property
+    def proof(self) -> Any:
+        return self.fields.get("proof")
 
 
 _RECIPIENT_LINE = re.compile(r"^\s*-?\s*recipient:\s*(.+?)\s*$", re.M)
@@ -170,7 +174,9 @@ def _key_file(name: str, path: Path, data: Any) -> KeyFile:
     token = data.get("token_sha256")
     fields = {k: data.get(k) for k in CLEARTEXT_FIELDS}
     problem = None if data.get("developer") == name else f"not this tool's key file for {name} (developer field)"
-    return KeyFile(name, path, token if isinstance(token, str) else None, recipients, fields, problem)
+    ciphertext = data.get("api_key")
+    return KeyFile(name, path, token if isinstance(token, str) else None, recipients, fields, problem,
+                   ciphertext if isinstance(ciphertext, str) else None)
 
 
 @dataclass(frozen=True)

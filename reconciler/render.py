@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from .live import user_id_for
-from .plan import Adopt, Change, Conflict, Create, Delete, Plan, RemoveFile, Rotate, Update
+from .plan import Adopt, Change, Conflict, Create, Delete, Plan, RemoveFile, Restore, Rotate, Update
 from .teams import CreateTeam, DeleteTeam, Join, Leave, MemberBudget, TeamConflict, UpdateTeam
 from .timeutil import format_duration, iso
 from .users import ROLE, CreateUser, DeleteUser, Revoke, UpdateUser, UserConflict, key_line
@@ -28,9 +28,11 @@ def value_text(value: Any, field: str = "") -> str:
 
 def details(change: Change) -> list[str]:
     """One line per fact a reviewer needs, never a secret."""
-    if isinstance(change, (Create, Rotate)):
+    if isinstance(change, (Create, Rotate, Restore)):
         want = change.desired
         lines = [f"alias {want.alias}", f"models {value_text(want.models)}"]
+        if isinstance(change, Restore):
+            lines.insert(0, f"key {change.token[:8]}… as its key file holds it")
         limits = {k: v for k, v in want.limits.as_dict().items() if v is not None}
         if limits:
             lines.append(", ".join(f"{k} {v}" for k, v in limits.items()))
@@ -101,7 +103,7 @@ def header(plan: Plan) -> str:
         text_ += " are never touched"
     if plan.revoked:
         text_ += f"; {plan.revoked} key(s) under the developers' LiteLLM users that the tool did not issue are revoked"
-    return text_
+    return f"{text_}; {plan.proofs.header()}"
 
 
 def text(plan: Plan, *, roster: str, proxy_url: str) -> str:
@@ -171,13 +173,20 @@ def markdown(plan: Plan, *, roster: str, proxy_url: str, others: bool = False) -
     return "\n".join(out) + "\n"
 
 
-def as_json(plan: Plan) -> str:
-    return json.dumps(plan.data, indent=2, sort_keys=True, default=str) + "\n"
+def as_json(plan: Plan, *, others: bool = False) -> str:
+    """others: as for markdown. The JSON plan is a CI artifact, as public as the comment; without details a change
+    about someone else's key or user keeps its kind and developer, and apply --plan still checks the checksum."""
+    data = plan.data
+    if not others:
+        data["changes"] = [{"kind": c.kind, c.subject: c.name, "details": "hidden: a key or user the tool does not "
+                            "manage (RECONCILE_COMMENT_DETAILS=1 shows them)"} if _others(c) else c.data
+                           for c in plan.changes]
+    return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def render(plan: Plan, fmt: str, *, roster: str, proxy_url: str, others: bool = False) -> str:
     if fmt == "json":
-        return as_json(plan)
+        return as_json(plan, others=others)
     if fmt == "markdown":
         return markdown(plan, roster=roster, proxy_url=proxy_url, others=others)
     return text(plan, roster=roster, proxy_url=proxy_url)

@@ -12,8 +12,8 @@ from .plan import Delete, Plan, Rotate, Update
 from .roster import Roster
 
 # Key fields whose change is the one-time move of keys made by earlier versions (to their roster: user, to LLM routes
-# only): not a change of anyone's access, so not counted (docs/security.md).
-MIGRATION_FIELDS = frozenset({"user_id", "allowed_routes"})
+# only), or proofs given on first use: not a change of anyone's access, so not counted (docs/security.md).
+MIGRATION_FIELDS = frozenset({"user_id", "allowed_routes", "proof"})
 
 
 @dataclass(frozen=True)

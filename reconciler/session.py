@@ -27,6 +27,8 @@ from .catalog import ModelCatalog
 from .errors import ConfigError, CredentialError, ModelError, Problem, StalePlanError
 from .litellm import LiteLLMClient, version_warning
 from .live import USER_PREFIX, LiveKey
+from .proofs import ENVIRONMENT as PROOF_KEY
+from .proofs import Prover
 from .redact import REDACT
 from .roster import Roster
 from .timeutil import parse_instant, utcnow
@@ -57,6 +59,7 @@ class Settings:
     timeout: float | None = None
     actor: str = "litellm-roster"
     now: str | None = None  # RECONCILE_NOW: plan as of another time
+    prover: Prover = Prover()  # RECONCILE_PROOF_KEY (proofs.py)
 
     @classmethod
     def from_environment(cls, *, proxy_url: str | None = None, kube_target: str | None = None,
@@ -68,7 +71,8 @@ class Settings:
                    kube_target=kube_target or env.get("LITELLM_PROXY_KUBE") or None, kube_context=kube_context,
                    master_key=env.get("LITELLM_MASTER_KEY", ""), viewer_key=env.get("LITELLM_VIEWER_KEY", ""),
                    header_vars=frozenset(v for v in re.split(r"[\s,]+", env.get("RECONCILE_HEADER_VARS", "")) if v),
-                   ca_bundle=ca_bundle, timeout=timeout, actor=actor(), now=env.get("RECONCILE_NOW") or None)
+                   ca_bundle=ca_bundle, timeout=timeout, actor=actor(), now=env.get("RECONCILE_NOW") or None,
+                   prover=Prover.from_environment())
 
 
 def actor() -> str:
@@ -262,6 +266,9 @@ class Session:
                 if str(obj.get("user_id", "")).startswith(USER_PREFIX)]
 
     def plan(self, options: Options | None = None) -> Plan:
+        if options is not None and options.restore and not self.settings.prover.enabled:
+            raise ConfigError(f"--restore registers only key files whose proof verifies, and {PROOF_KEY} is not set: "
+                              "set it to the key the files were written with")
         # The proxy's answers are independent: one round trip for all, while the key files are read.
         with ThreadPoolExecutor(5) as pool:
             asked = (pool.submit(self.catalog), pool.submit(self.live_keys), pool.submit(self.live_teams),
@@ -273,7 +280,7 @@ class Session:
             catalog, live, teams, users, version = (future.result() for future in asked)
         check_models(self.roster, catalog)
         plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
-                    options=options, teams=teams, users=users)
+                    options=options, teams=teams, users=users, prover=self.settings.prover)
         warning = version_warning(version)
         return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan
 
@@ -315,7 +322,8 @@ class Session:
         with ThreadPoolExecutor(2) as pool:
             keys, teams = pool.submit(self.live_keys), pool.submit(self.live_teams)
             records = read_records(self.roster.delivery_path)
-            return status_rows(self.roster, keys.result(), records, self.clock(), teams.result())
+            return status_rows(self.roster, keys.result(), records, self.clock(), teams.result(),
+                               self.settings.prover)
 
     def apply(self, options: Options, sealer: Sealer, *, lock_timeout: float = 0.0, reviewed_file: str | None = None,
               checksum: str | None = None, brakes: Brakes | None = None, force: bool = False,
@@ -328,6 +336,9 @@ class Session:
         from .audit import AuditLog
         from .safety import Brakes
 
+        if options.restore and not (os.environ.get("SOPS_AGE_KEY_FILE") or os.environ.get("SOPS_AGE_KEY")):
+            raise ConfigError("--restore decrypts key files: give sops an admin identity in SOPS_AGE_KEY_FILE (or "
+                              "SOPS_AGE_KEY), one of keys.admin_recipients")
         self.require_admin()
         lock = self.lock()
         lock.acquire(lock_timeout)
@@ -346,7 +357,7 @@ class Session:
                 on_outcome(outcome)
 
             applier = Applier(self.roster, self.client, sealer, proxy_url=self.proxy_url, clock=self.clock,
-                              hooks=crash_seam(), on_outcome=finished)
+                              hooks=crash_seam(), on_outcome=finished, prover=self.settings.prover)
             if stop is not None:
                 applier.stop = stop
             outcomes = applier.run(plan)

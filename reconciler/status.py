@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from .live import USER_PREFIX, LiveKey
-from .ownership import classify
+from .ownership import classify, proofs_for
+from .proofs import Prover
 from .records import Records
 from .render import markdown_cell
 from .roster import Roster
@@ -63,9 +64,11 @@ def _row(roster: Roster, name: str, key: LiveKey | None, state: str, now: dateti
 
 
 def status_rows(roster: Roster, live: list[LiveKey], records: Records, now: datetime,
-                teams: list[LiveTeam] | None = None) -> tuple[list[StatusRow], list[TeamRow]]:
-    ours = classify_teams(teams or []).ours
-    seen = classify(roster, live, records, now, frozenset(t.team_id for t in ours.values()))
+                teams: list[LiveTeam] | None = None,
+                prover: Prover | None = None) -> tuple[list[StatusRow], list[TeamRow]]:
+    proofs = proofs_for(prover or Prover(), live, teams or [])
+    ours = classify_teams(teams or [], proofs).ours
+    seen = classify(roster, live, records, now, frozenset(t.team_id for t in ours.values()), proofs)
     names = {team.team_id: name for name, team in ours.items()}
     rows = []
     for name, key in seen.current.items():

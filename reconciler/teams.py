@@ -9,11 +9,13 @@ ours and fails it is a conflict, never changed, and no key is bound to it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from . import TOOL_NAME
 from .live import ADMIN_CREATOR, MARKER, USER_PREFIX, Checker, user_id_for
 from .plan import Change, Conflict, Desired, before_after, same_value
+from .proofs import FIELD, NO_PROOFS, Proofs, Standing
 from .roster import TEAM_FIELDS, Roster, Team
 
 TEAM_ROUTE = "GET /team/list"
@@ -34,6 +36,7 @@ class LiveTeam:
     admins: tuple[str, ...] = ()
     members: tuple[str, ...] = ()  # role "user"
     member_permissions: tuple[str, ...] = ()
+    created_at: datetime | None = None
     # From /team/info, for the tool's own teams only: each member's budget inside the team, and spend.
     member_budgets: dict[str, float | None] = field(default_factory=dict, hash=False, compare=False)
     member_spend: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
@@ -61,6 +64,7 @@ class LiveTeam:
             admins=tuple(sorted(admins)),
             members=tuple(sorted({m["user_id"] for m in roles if m.get("role") != "admin" and m.get("user_id")})),
             member_permissions=tuple(check.strings("team_member_permissions")),
+            created_at=check.time("created_at"),
         )
 
     def with_memberships(self, memberships: Any) -> LiveTeam:
@@ -87,8 +91,12 @@ class LiveTeam:
         return {name: getattr(self, name) for name in TEAM_FIELDS}
 
 
-def team_metadata(name: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {**(base or {}), MARKER: TOOL_NAME, "roster_team": name}
+def team_metadata(name: str, base: dict[str, Any] | None = None, proof: str | None = None) -> dict[str, Any]:
+    return {**(base or {}), MARKER: TOOL_NAME, "roster_team": name, **({FIELD: proof} if proof else {})}
+
+
+def team_standing(team: LiveTeam, proofs: Proofs) -> tuple[Standing, str]:
+    return proofs.check(team.metadata.get(FIELD), team.created_at, "team", team.claims or "", team.team_id)
 
 
 @dataclass(frozen=True)
@@ -102,10 +110,11 @@ class TeamsSeen:
         """The teams a plan for this roster reads: the tool's, and hand-made ones carrying a roster team's name."""
         return [*self.ours.values(), *(self.handmade[t.name] for t in roster.teams if t.name in self.handmade)]
 
-    def ids(self, roster: Roster) -> dict[str, str]:
-        """Roster team -> id, for binding keys: the tool's teams, and the hand-made ones this plan takes over."""
+    def ids(self, roster: Roster, *, adopting: bool = True) -> dict[str, str]:
+        """Roster team -> id, for binding keys: the tool's teams, and the hand-made ones this plan takes over.
+        adopting: adoption is possible at all (proofs are on)."""
         ids = {name: team.team_id for name, team in self.ours.items()}
-        for team in roster.teams if roster.keys.adopt_unmanaged else ():
+        for team in roster.teams if roster.keys.adopt_unmanaged and adopting else ():
             hand = self.handmade.get(team.name)
             if team.name not in ids and hand is not None and _admin_problem(hand) is None:
                 ids[team.name] = hand.team_id
@@ -122,11 +131,13 @@ def _admin_problem(team: LiveTeam) -> str | None:
     return None
 
 
-def classify_teams(teams: list[LiveTeam]) -> TeamsSeen:
-    """A claim holds when the team passes the admin proof and carries the roster team's name as its alias; when two
-    teams hold it, neither is trusted (which one is the forgery cannot be told from the proxy): both are conflicts
-    and the roster team waits for an operator."""
+def classify_teams(teams: list[LiveTeam], proofs: Proofs = NO_PROOFS) -> TeamsSeen:
+    """A claim holds when the team's proof verifies (or it predates proofs), it passes the admin proof and carries
+    the roster team's name as its alias. A team with a valid proof beats claimants without one; when two teams
+    hold a claim otherwise, neither is trusted (which one is the forgery cannot be told from the proxy): both are
+    conflicts and the roster team waits for an operator."""
     claimants: dict[str, list[LiveTeam]] = {}
+    proven: set[str] = set()
     unproven: list[tuple[LiveTeam, str]] = []
     handmade: dict[str, LiveTeam] = {}
     for team in sorted(teams, key=lambda t: t.team_id):
@@ -135,12 +146,20 @@ def classify_teams(teams: list[LiveTeam]) -> TeamsSeen:
             if team.alias:
                 handmade.setdefault(team.alias, team)
             continue
-        problem = _admin_problem(team) or (None if team.alias == name else f"it is called {team.alias!r}")
+        standing, why = team_standing(team, proofs)
+        problem = why or _admin_problem(team) or (None if team.alias == name else f"it is called {team.alias!r}")
         if problem:
             unproven.append((team, f"team {team.alias or team.team_id} claims to be the roster's team {name}, but "
                                    f"{problem}"))
         else:
             claimants.setdefault(name, []).append(team)
+            if standing is Standing.PROVEN:
+                proven.add(team.team_id)
+    for name, found in claimants.items():
+        beaten = [t for t in found if t.team_id not in proven] if any(t.team_id in proven for t in found) else []
+        unproven += [(t, f"team {t.alias or t.team_id} claims to be the roster's team {name}, but carries no valid "
+                         "proof, and another team does") for t in beaten]
+        claimants[name] = [t for t in found if t not in beaten]
     ours = {name: found[0] for name, found in claimants.items() if len(found) == 1}
     for name, found in sorted(claimants.items()):
         if len(found) > 1:
@@ -172,6 +191,7 @@ class UpdateTeam(TeamChange):
     kind, symbol, order = "update-team", "~", -2
     team_id: str = ""
     fields: tuple[tuple[str, Any, Any], ...] = ()
+    metadata: tuple[tuple[str, Any], ...] = ()  # the team's own, kept when its metadata is written
 
     def _data(self) -> dict[str, Any]:
         return {"team_id": self.team_id, **before_after(self.fields)}
@@ -182,7 +202,6 @@ class AdoptTeam(UpdateTeam):
     """Take over a team made by hand that carries a roster team's name: it gains the marker and the settings."""
 
     kind = "adopt-team"
-    metadata: tuple[tuple[str, Any], ...] = ()  # the team's own, kept beside the marker
 
     @property
     def risk(self) -> str | None:
@@ -264,7 +283,8 @@ def team_fields(roster: Roster, want: Team, team: LiveTeam) -> list[tuple[str, A
     return fields
 
 
-def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired]) -> tuple[list[Change], list[str]]:
+def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired],
+               proofs: Proofs = NO_PROOFS) -> tuple[list[Change], list[str]]:
     """Team changes and warnings. Keys are bound to teams by the key diff (Desired.team)."""
     changes: list[Change] = []
     warnings: list[str] = []
@@ -279,9 +299,11 @@ def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired]) -> 
         hand = seen.handmade.get(want.name) if live is None else None
         if hand is not None:
             problem = _admin_problem(hand)
-            if problem or not roster.keys.adopt_unmanaged:
-                why = f"{problem}, so it cannot be taken over" if problem else \
-                    "set keys.adopt_unmanaged: true to take it over in place, or rename the roster's team"
+            if problem or not roster.keys.adopt_unmanaged or not proofs.enabled:
+                why = (f"{problem}, so it cannot be taken over" if problem else
+                       "set keys.adopt_unmanaged: true to take it over in place, or rename the roster's team"
+                       if not roster.keys.adopt_unmanaged else
+                       "taking it over needs proofs (RECONCILE_PROOF_KEY), or rename the roster's team")
                 waiting = ", ".join(sorted(members[want.name])) or "none"
                 changes.append(TeamConflict(want.name, f"a team made by hand is called {want.name}: {why}; until "
                                                        f"then its members' changes wait (members: {waiting})",
@@ -296,9 +318,12 @@ def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired]) -> 
                                       settings=tuple(want.settings().items())))
         else:
             fields = team_fields(roster, want, live)
+            if team_standing(live, proofs)[0] is Standing.FIRST_USE:
+                fields.append(("proof", "missing", "set"))
             if fields:
                 changes.append(UpdateTeam(want.name, f"{', '.join(f for f, _, _ in fields)} differ from the roster",
-                                          team_id=live.team_id, fields=tuple(fields)))
+                                          team_id=live.team_id, fields=tuple(fields),
+                                          metadata=tuple(sorted(live.metadata.items()))))
             if want.max_budget is not None and live.spend > want.max_budget:
                 warnings.append(f"team {want.name}: its budget ${want.max_budget:g} is under what it has spent "
                                 f"(${live.spend:.2f}): its keys are refused until the budget resets")

@@ -138,7 +138,7 @@ def test_unmanaged_keys_are_counted_never_touched(workspace, sandbox):
     workspace.write_roster(TEAM)
     assert workspace.run("apply").rc == 0
     plan = workspace.run("plan")
-    assert "3 managed key(s); 1 other key(s) on the proxy are never touched." in plan.stdout
+    assert "3 managed key(s); 1 other key(s) on the proxy are never touched;" in plan.stdout
     assert sandbox.store.rows[made["token"]]["key_alias"] == "ci-bot"
     workspace.write_roster([])
     assert workspace.run("apply").rc == 4  # every managed key at once: braked, whatever the team size

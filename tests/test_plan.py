@@ -12,6 +12,7 @@ from reconciler.catalog import ModelCatalog
 from reconciler.live import LLM_ROUTES, LiveKey, managed_metadata, user_id_for
 from reconciler.plan import (
     Adopt,
+    Conflict,
     Create,
     Options,
     Rotate,
@@ -19,6 +20,7 @@ from reconciler.plan import (
     diff,
     file_document_fields,
 )
+from reconciler.proofs import Prover
 from reconciler.records import KeyFile, Records
 from reconciler.roster import RETIRING_SUFFIX, parse_roster
 from reconciler.timeutil import iso
@@ -65,9 +67,12 @@ def _desired(r, name, now=NOW):
     return desired_state(r, CATALOG, now)[name]
 
 
-def plan_of(r, live, files, now=NOW, adopted=None, **options):
+PROVER = Prover(b"unit-test-proof-key-0123456789abcdef")
+
+
+def plan_of(r, live, files, now=NOW, adopted=None, prover=None, **options):
     return diff(r, live, Records(files, adopted or {}), now, catalog=CATALOG, proxy_url=URL,
-                options=Options(**options))
+                options=Options(**options), prover=prover)
 
 
 def kinds(plan):
@@ -198,7 +203,9 @@ def test_handmade_key_is_a_conflict_unless_adopted_or_replaced():
     plan = plan_of(r, [hand], {})
     assert kinds(plan) == [("conflict", "jane")] and plan.empty
     assert plan.summary == "Plan: 0 to create, 0 to rotate, 0 to update, 0 to delete. 1 conflict(s) need a decision."
-    assert isinstance(plan_of(r, [hand], {}, adopt=frozenset({"jane"})).changes[0], Adopt)
+    assert isinstance(plan_of(r, [hand], {}, adopt=frozenset({"jane"}), prover=PROVER).changes[0], Adopt)
+    unproven = plan_of(r, [hand], {}, adopt=frozenset({"jane"})).changes[0]  # proofs off: nothing is adopted
+    assert isinstance(unproven, Conflict) and "adopting it needs proofs (RECONCILE_PROOF_KEY)" in unproven.reason
     replaced = plan_of(r, [hand], {}, replace=frozenset({"jane"})).changes[0]
     assert isinstance(replaced, Rotate) and replaced.old.token == tok("hand")
 

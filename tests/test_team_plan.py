@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from reconciler.plan import diff
+from reconciler.proofs import Prover
 from reconciler.records import Records
 from reconciler.roster import parse_roster
 from reconciler.teams import LiveTeam, classify_teams
@@ -13,6 +14,7 @@ from reconciler.teams import LiveTeam, classify_teams
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 R = "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"
 OURS = {"managed_by": "litellm-roster"}
+PROVER = Prover(b"unit-test-proof-key-0123456789abcdef")
 
 
 def roster(teams: str, developers: str, adopt: bool = False):
@@ -112,15 +114,19 @@ def test_a_forged_team_is_a_conflict_and_the_roster_team_is_made_beside_it():
 def test_a_hand_made_team_is_taken_over_only_when_asked_and_only_if_nobody_else_administers_it():
     hand = team("th", None, alias="a", members=("roster:jane",))
     asked = diff(roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}", adopt=True), [],
-                 Records(), NOW, teams=[hand])
+                 Records(), NOW, teams=[hand], prover=PROVER)
     assert ("adopt-team", "a") in kinds(asked) and dict(asked.team_ids) == {"a": "th"}
+    off = diff(roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}", adopt=True), [],
+               Records(), NOW, teams=[hand])  # proofs off: nothing is adopted, and no key is bound to it
+    assert ("conflict", "a") in kinds(off) and dict(off.team_ids) == {}
+    assert "taking it over needs proofs (RECONCILE_PROOF_KEY)" in off.changes[0].reason
     assert "takes over team a" in asked.high_risk[0].risk
     not_asked = diff(roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}"), [], Records(), NOW,
                      teams=[hand])
     assert ("conflict", "a") in kinds(not_asked) and ("create-team", "a") not in kinds(not_asked)
     held = team("th", None, alias="a", admins=("default_user_id", "bob"))
     refused = diff(roster("  - {name: a}", f"  - {{name: jane, recipient: {R}, team: a}}", adopt=True), [],
-                   Records(), NOW, teams=[held])
+                   Records(), NOW, teams=[held], prover=PROVER)
     conflict = next(c for c in refused.changes if c.kind == "conflict")
     assert "bob can administer it, so it cannot be taken over" in conflict.reason
     assert ("create", "jane") not in kinds(refused)  # her key waits: it could not be bound to her team

@@ -187,8 +187,10 @@ class KeyStore:
     # ------------------------------------------------------------ index
 
     def clear(self) -> None:
-        """No keys at all, as a fresh proxy (tests)."""
+        """No keys and no users, as a fresh proxy (tests)."""
         with self.lock:
+            self.users.clear()
+            self.deleted.clear()
             self.rows.clear()
             self.aliases.clear()
             self._order.clear()

@@ -62,7 +62,7 @@ def test_keys_the_tool_did_not_issue_are_revoked_and_a_leaver_loses_everything(r
                                                    "models": [OPUS, SONNET]})
     made.raise_for_status()
     ws.known_secrets.append(side)
-    plan = json.loads(ws.run("plan", "--format", "json").stdout)
+    plan = json.loads(ws.run("plan", "--format", "json", env=ws.env(RECONCILE_COMMENT_DETAILS="1")).stdout)
     revoked = [c for c in plan["changes"] if c["kind"] == "revoke"]
     assert [(c["developer"], c["alias"], c["created_by"], c["models"]) for c in revoked] == \
         [("jane", "side", "default_user_id", sorted([OPUS, SONNET]))]

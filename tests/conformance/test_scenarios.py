@@ -130,3 +130,20 @@ def test_expiry_set_moved_and_removed(real_workspace, litellm):
     assert ws.run("plan", "--detailed-exitcode").rc == 0
     assert json.loads(ws.run("status", "--format", "json").stdout)["keys"][0]["expires_in"] is None
     _invariant(ws, litellm)
+
+
+def test_restore_after_truncate_gives_every_developer_the_same_secret(real_workspace, litellm, people):
+    """LiteLLM's tables emptied (a lost database): apply --restore registers each proven key file's secret again,
+    with exactly its models, and the tool's proofs on the new rows; the keys work on LiteLLM's own auth."""
+    ws = real_workspace
+    ws.write_roster(TEAM)
+    assert ws.run("apply").rc == 0
+    secrets = {d["name"]: ws.decrypt(d["name"], "admin") for d in TEAM}
+    litellm.reset()
+    applied = ws.run("apply", "--restore", env=ws.env(SOPS_AGE_KEY_FILE=str(people["admin"].identity_file)))
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    assert "Plan: 0 to create, 3 to restore" in applied.stdout, applied.stdout
+    assert litellm.models_for(secrets["john"]) == [SONNET] and litellm.chat(secrets["john"], SONNET) == 200
+    assert litellm.models_for(secrets["jane"]) == litellm.models_for(secrets["priya"]) == [OPUS, SONNET]
+    assert all(k["metadata"]["roster_proof"].startswith("v1:") for k in litellm.managed())
+    _invariant(ws, litellm)

@@ -254,10 +254,34 @@ def test_a_relabelled_team_key_is_never_adopted(real_workspace, litellm):
     ws.keys.mkdir()
     (ws.keys / "ada.adopted.yaml").write_bytes(adoption_document("ada", made["token"], "2026-01-01T00:00:00Z"))
     ws.write_roster([{"name": "ada", "models": [SONNET]}])
-    plan = json.loads(ws.run("plan", "--format", "json").stdout)
+    plan = json.loads(ws.run("plan", "--format", "json", env=ws.env(RECONCILE_COMMENT_DETAILS="1")).stdout)
     kinds = {c["kind"] for c in plan["changes"] if c["developer"] == "ada"}
     assert "update" not in kinds and "adopt" not in kinds and "conflict" in kinds, plan["changes"]
     assert any(f"is bound to team {team}, which is not the tool's" in c["reason"] for c in plan["changes"])
     assert ws.run("apply", "--adopt", "ada", "--force").rc == 1
     row = next(k for k in litellm.keys() if k["token"] == made["token"])
     assert row["team_id"] == team and row["user_id"] != "roster:ada"  # never taken for ada's
+
+
+def test_the_tools_team_is_known_by_its_proof(real_workspace, litellm):
+    """A team the tool made carries a proof bound to its id. A second team made later with the same claim and
+    alias, and no admin (as the proxy admin's own tooling could), is a conflict; the proven team stays the
+    roster's and keeps its keys (before proofs, two claims cancelled each other and the members waited)."""
+    import time
+
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS[3:], teams=TEAMS[1:])
+    assert ws.run("apply").rc == 0
+    ours = _teams(litellm)["data"]["id"]
+    team = next(t for t in litellm.http.get("/team/list").json() if t["team_id"] == ours)
+    assert team["metadata"]["roster_proof"].startswith("v1:")
+    time.sleep(1.1)  # made strictly after proofs began
+    copy = litellm.http.post("/team/new", json={
+        "team_alias": "data", "metadata": {**team["metadata"], "roster_team": "data"}}).json()["team_id"]
+    data = json.loads(ws.run("plan", "--format", "json").stdout)
+    conflicts = [c for c in data["changes"] if c["kind"] == "conflict"]
+    assert len(conflicts) == 1 and conflicts[0]["team_id"] == copy, conflicts
+    assert "carries a proof that does not verify" in conflicts[0]["reason"], conflicts
+    assert [c["kind"] for c in data["changes"]] == ["conflict"]  # nothing else: the proven team is the roster's
+    keys = litellm.http.get("/team/info", params={"team_id": ours}).json()["keys"]
+    assert sorted(k["key_alias"] for k in keys) == ["claude-code-ada", "claude-code-omar"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -19,6 +19,7 @@ class Target:
     url: str
     kind: str
     secrets: list[str] = field(default_factory=list)  # every plaintext key made here, for the leak scan
+    wipe: Callable[[], None] = lambda: None  # the proxy's database lost: no keys, no users
 
     def call(self, method: str, route: str, *, key: str = MASTER, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, self.url + route, headers={"Authorization": f"Bearer {key}"}, timeout=30,
@@ -48,12 +49,12 @@ class Target:
 def target(request) -> Target:
     if request.param == "sandbox":
         sandbox = request.getfixturevalue("sandbox")
-        t = Target(sandbox.url, "sandbox")
+        t = Target(sandbox.url, "sandbox", wipe=sandbox.store.clear)
         yield t
         t.secrets += sandbox.store.plaintexts
     else:
         litellm = request.getfixturevalue("litellm")
-        yield Target(litellm.url, "litellm")
+        yield Target(litellm.url, "litellm", wipe=litellm.reset)
 
 
 @pytest.fixture

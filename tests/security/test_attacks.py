@@ -13,6 +13,7 @@ import yaml
 from helpers import raw_server
 
 from reconciler.delivery import Sops, write_atomic
+from reconciler.records import adoption_document
 from reconciler.timeutil import iso, utcnow
 
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
@@ -58,21 +59,23 @@ def test_forged_managed_key_is_never_upgraded(ws, target):
     assert after["max_budget"] == before["max_budget"] and not (ws.keys / "newhire.sops.yaml").exists()
 
 
-def test_adopted_key_needs_its_record(ws, target):
-    """A developer's own adopted key, re-labelled as someone else's (its holder may edit its metadata), is not
-    proven by created_by alone: an adoption record must hold its hash."""
-    made = target.key(key_alias="claude-code-jane", models=[SONNET])
+def test_an_adopted_key_from_before_proofs_needs_its_record(ws, target):
+    """An adopted key from before proofs began carries no proof: until the next apply gives it one, an adoption
+    record must hold its hash (whoever may edit a key's metadata can relabel it; created_by alone proves nothing).
+    Adoptions since carry their own proof (tests/security/test_proofs.py)."""
+    made = target.key(key_alias="claude-code-jane", models=[SONNET], metadata={
+        "managed_by": "litellm-roster", "roster_name": "jane", "delivery": "external"})
+    ws.keys.mkdir()
+    record = ws.keys / "jane.adopted.yaml"
+    record.write_bytes(adoption_document("jane", hashlib.sha256(made.encode()).hexdigest(), "2026-01-01T00:00:00Z"))
     ws.write_roster([{"name": "jane"}])
-    assert ws.run("apply", "--adopt", "jane", "--force").rc == 0
-    assert (ws.keys / "jane.adopted.yaml").exists()
-    assert ws.run("plan", "--detailed-exitcode").rc == 0
-    (ws.keys / "jane.adopted.yaml").unlink()  # the record is gone (or was never written by this tool)
     plan = ws.run("plan")
-    # It is under roster:jane, so it is revoked (and jane gets a delivered key), never trusted as hers.
-    assert "did not issue (it claims to be jane's adopted key but no adoption record in the repository holds its " \
-        "hash" in plan.stdout, plan.stdout
-    assert "revoke" in plan.stdout and "+   jane                     create" in plan.stdout
-    assert target.row(made)["models"] == [OPUS, SONNET] or target.row(made)["models"] == sorted([OPUS, SONNET])
+    assert "proofs begin with this apply" in plan.stdout and "proof: missing -> set" in plan.stdout, plan.stdout
+    assert "conflict" not in plan.stdout and "create:" not in plan.stdout
+    record.unlink()  # the record is gone (or was never written by this tool)
+    plan = ws.run("plan")
+    assert "claims to be jane's adopted key but no adoption record in the repository holds its hash" in plan.stdout
+    assert "!   jane" in plan.stdout and target.row(made)["models"] == [SONNET]
 
 
 # ---------------------------------------------------------------- 3. developer names are not LiteLLM users

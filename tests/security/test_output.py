@@ -78,6 +78,28 @@ def test_markdown_plan_cannot_be_hijacked(workspace, sandbox):
     assert "<!--" not in status.stdout and "@org" not in status.stdout
 
 
+def test_the_json_plan_hides_others_details(workspace, sandbox):
+    """The JSON plan is uploaded as an artifact, as public as the comment: a key the tool does not manage appears as
+    its kind and developer only, and apply --plan still accepts it (the checksum covers the whole plan)."""
+    sandbox.store.user_new("master", {"user_id": "dev1", "user_role": "internal_user"})
+    own = httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {MASTER}"},
+                     json={"user_id": "dev1"}).json()["key"]
+    httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {own}"},
+               json={"key_alias": "claude-code-jane-secret-project", "models": ["claude-3-opus-20240229"],
+                     "metadata": {"managed_by": "litellm-roster", "roster_name": "jane"}})
+    workspace.write_roster([{"name": "jane"}])
+    assert workspace.run("plan", "--out", "plan.json").rc == 0
+    hidden = (workspace.root / "plan.json").read_text()
+    conflicts = [c for c in json.loads(hidden)["changes"] if c["kind"] == "conflict"]
+    why = "hidden: a key or user the tool does not manage (RECONCILE_COMMENT_DETAILS=1 shows them)"
+    assert conflicts == [{"kind": "conflict", "developer": "jane", "details": why}]
+    assert "secret-project" not in hidden and "dev1" not in hidden
+    shown = workspace.run("plan", "--format", "json", env=workspace.env(RECONCILE_COMMENT_DETAILS="1"))
+    assert "claude-code-jane-secret-project" in shown.stdout and "'dev1'" in shown.stdout
+    applied = workspace.run("apply", "--plan", "plan.json")
+    assert "plan is stale" not in applied.stderr and "jane: create" in applied.stdout, applied.stdout + applied.stderr
+
+
 @pytest.fixture
 def keep_logging():
     """cli.main installs its own stderr handler; put the test's logging back afterwards."""

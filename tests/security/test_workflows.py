@@ -65,7 +65,7 @@ def test_pull_request_plan_runs_no_code_from_the_pull_request():
     assert install < scripts.index("git fetch")  # the tool is installed before anything is taken from the PR
     assert plan["permissions"] == {"contents": "read"}
     secrets = set(re.findall(r"secrets\.(\w+)", (WORKFLOWS / "roster-plan.yml").read_text()))
-    assert secrets == {"LITELLM_VIEWER_KEY"}
+    assert secrets == {"LITELLM_VIEWER_KEY", "RECONCILE_PROOF_KEY"}  # the proof key checks proofs; no PR code runs
     comment = doc["jobs"]["comment"]
     assert comment["permissions"] == {"pull-requests": "write"}
     assert all("run" not in s for s in comment["steps"])  # the job that can write runs no repository code
