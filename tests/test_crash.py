@@ -77,3 +77,19 @@ def test_temp_files_of_a_killed_write_are_cleaned_and_ignored(workspace, sandbox
     assert workspace.run("apply").rc == 0
     assert not left.exists() and sorted(p.name for p in workspace.keys.iterdir()) == [
         ".gitignore", "jane.sops.yaml", "john.sops.yaml", "priya.sops.yaml"]
+
+
+def test_restore_killed_then_rerun(workspace, sandbox, people):
+    """apply --restore SIGKILLed right after registering jane's key: the re-run finds it current and restores
+    john's; both keep their secrets."""
+    workspace.write_roster(TEAM)
+    assert workspace.run("apply").rc == 0
+    secrets = {name: workspace.decrypt(name) for name in ("jane", "john")}
+    sandbox.store.clear()
+    admin = workspace.env(SOPS_AGE_KEY_FILE=str(people["admin"].identity_file))
+    result = workspace.run("apply", "--restore", env={**admin, "RECONCILE_CRASH_AT": "after-register:jane"})
+    assert result.rc == -9, (result.rc, result.stdout, result.stderr)
+    rerun = workspace.run("apply", "--restore", env=admin)
+    assert rerun.rc == 0 and "jane: restore" not in rerun.stdout, rerun.stdout + rerun.stderr
+    check_invariant(workspace, sandbox)
+    assert {name: workspace.decrypt(name) for name in ("jane", "john")} == secrets
