@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import TOOL_NAME
+from .catalog import is_wildcard
 from .delivery import ciphertext_of, clean_temp_files, remove, set_fields, write_atomic
 from .errors import ProxyError, ReconcileError
 from .live import LLM_ROUTES, MARKER, NEVER, managed_metadata, user_id_for
@@ -248,8 +249,8 @@ class Applier:
         if want.blocked:
             return "(blocked: not verified)"
         seen = set(self.client.models_visible_to(secret))
-        if any("*" in m for m in want.models):
-            ok = {m for m in want.models if "*" not in m} <= seen
+        if want.wildcards:  # the proxy lists what it serves under a wildcard, not the wildcard itself
+            ok = {m for m in want.models if not is_wildcard(m)} <= seen
         else:
             ok = seen == set(want.models)
         if not ok:

@@ -9,6 +9,7 @@ from datetime import datetime
 import yaml
 
 from .live import LiveKey
+from .records import NAME, NAME_PATTERN
 from .roster import LIMIT_FIELDS, RETIRING_SUFFIX
 from .teams import LiveTeam
 from .timeutil import iso
@@ -19,7 +20,7 @@ SCHEMA_FILE = "roster.schema.json"  # written beside an imported roster (reconci
 
 def alias_pattern(template: str) -> re.Pattern[str]:
     before, _, after = template.partition("{name}")
-    return re.compile(re.escape(before) + r"(?P<name>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)" + re.escape(after) + "$")
+    return re.compile(re.escape(before) + f"(?P<name>{NAME_PATTERN})" + re.escape(after) + "$")
 
 
 def _expires(moment: datetime | None) -> str | None:
@@ -30,13 +31,10 @@ def _expires(moment: datetime | None) -> str | None:
     return iso(moment)
 
 
-NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a roster name (schema: $defs.name)
-
-
 def import_roster(live: list[LiveKey], template: str, proxy_url: str,
                   teams: list[LiveTeam] | None = None) -> tuple[str, int]:
     pattern = alias_pattern(template)
-    by_id = {t.team_id: t for t in teams or [] if t.alias and NAME.match(t.alias)}
+    by_id = {t.team_id: t for t in teams or [] if t.alias and NAME.fullmatch(t.alias)}
     used: dict[str, LiveTeam] = {}
     developers = []
     for key in sorted(live, key=lambda k: k.alias or ""):

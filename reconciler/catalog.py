@@ -9,6 +9,13 @@ from typing import Any
 
 from .errors import closest
 
+# Names that grant more than one model: LiteLLM's wildcard routes and its special names.
+SPECIAL_MODELS = frozenset({"all-proxy-models", "all-team-models"})
+
+
+def is_wildcard(model: str) -> bool:
+    return "*" in model or model in SPECIAL_MODELS
+
 
 def _norm(name: str) -> str:
     return re.sub(r"[._\s]+", "-", name.rsplit("/", 1)[-1].lower())
@@ -33,7 +40,7 @@ class ModelCatalog:
         return sorted(self.underlying)
 
     def serves(self, name: str) -> bool:
-        if name in self.underlying or name in ("*", "all-proxy-models", "all-team-models"):
+        if name in self.underlying or name == "*" or name in SPECIAL_MODELS:
             return True  # LiteLLM's own special names grant whatever the proxy serves
         # A wildcard model_name (anthropic/*) routes any matching name a client asks for.
         return any("*" in served and fnmatch.fnmatchcase(name, served) for served in self.underlying)

@@ -21,11 +21,10 @@ import yaml
 
 from .errors import DeliveryError
 from .recipients import canonical
-from .records import PLAIN_SCALAR, TEMP_GLOB, YAML_RESOLVER
+from .records import PLAIN_SCALAR, SOPS_BLOCK, TEMP_GLOB, YAML_RESOLVER
 from .redact import REDACT
 
 MIN_SOPS = (3, 9, 0)  # --mac-only-encrypted and /dev/stdin input
-SOPS_BLOCK = "\nsops:\n"  # where the readable fields end in a key file as sops writes it
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .catalog import ModelCatalog
+from .catalog import ModelCatalog, is_wildcard
 from .live import LLM_ROUTES, LiveKey, user_id_for
 from .options import Options
 from .ownership import classify, key_standing, proofs_for
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 EXPIRY_TOLERANCE = timedelta(minutes=5)  # LiteLLM stores now+duration at apply time; compare loosely
-# Names that grant more than one model: LiteLLM's wildcard routes and its special names.
-SPECIAL_MODELS = frozenset({"all-proxy-models", "all-team-models"})
-
-
-def is_wildcard(model: str) -> bool:
-    return "*" in model or model in SPECIAL_MODELS
-
-
 @dataclass(frozen=True)
 class Desired:
     """One developer's key as the roster wants it."""
@@ -419,8 +411,7 @@ def _rotation_reason(roster: Roster, dev: Developer, want: Desired, key: LiveKey
 
 
 def _rotation_requested(dev: Developer, key: LiveKey) -> bool:
-    """The developer's (or everyone's) rotate: names an instant after this key was issued."""
-    return dev.rotate is not None and (key.created_at is None or key.created_at < dev.rotate)
+    return dev.rotation_requested(key.created_at)
 
 
 def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyFile | None, now: datetime, *,

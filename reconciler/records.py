@@ -23,7 +23,8 @@ from .recipients import canonical
 SUFFIX = ".sops.yaml"
 ADOPTED_SUFFIX = ".adopted.yaml"
 TEMP_GLOB = ".*.tmp"  # write_atomic's temp files: left only by a killed run, removed by the next apply
-NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # the roster's developer names, matched whole
+NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # a roster name (the schema's $defs.name)
+NAME = re.compile(NAME_PATTERN)  # matched whole
 CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256", "proof")
 
 
@@ -50,7 +51,7 @@ class KeyFile:
 
 
 _RECIPIENT_LINE = re.compile(r"^\s*-?\s*recipient:\s*(.+?)\s*$", re.M)
-_SOPS_BLOCK = "\nsops:\n"
+SOPS_BLOCK = "\nsops:\n"  # where the readable fields end in a key file as sops writes it
 
 
 def read_key_files(directory: Path) -> dict[str, KeyFile]:
@@ -76,7 +77,7 @@ def read_key_files(directory: Path) -> dict[str, KeyFile]:
 
 def _fast_key_file(name: str, path: Path) -> KeyFile | None:
     try:
-        head, marker, tail = path.read_text("utf-8").partition(_SOPS_BLOCK)
+        head, marker, tail = path.read_text("utf-8").partition(SOPS_BLOCK)
     except (OSError, UnicodeDecodeError):
         return None
     recipients = _RECIPIENT_LINE.findall(tail) if marker else []

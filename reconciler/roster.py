@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .catalog import is_wildcard
 from .errors import Problem, RosterError, closest
 from .recipients import canonical, private_key_kind, private_key_problem, recipient_problem
 from .timeutil import parse_duration, parse_instant
@@ -86,6 +87,10 @@ class Developer:
     rotate: datetime | None = None  # the developer's own, or defaults.rotate, whichever is later
     disabled: bool = False
     team: str | None = None  # the developer's own, or defaults.team
+
+    def rotation_requested(self, issued: datetime | None) -> bool:
+        """The developer's (or everyone's) rotate: names an instant after a key issued then."""
+        return self.rotate is not None and (issued is None or issued < self.rotate)
 
 
 @dataclass(frozen=True)
@@ -486,7 +491,7 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
     wildcards_allowed = keys.get("allow_wildcard_models") is True
 
     def check_wildcard(path: Path_, ref: str) -> None:
-        if not wildcards_allowed and ("*" in ref or ref in ("all-proxy-models", "all-team-models")):
+        if not wildcards_allowed and is_wildcard(ref):
             add(path, f"'{ref}' grants every model the proxy serves under it; name the models instead, or set "
                       "keys.allow_wildcard_models: true (each such grant then needs apply --force)")
 

@@ -51,7 +51,7 @@ def _row(roster: Roster, name: str, key: LiveKey | None, state: str, now: dateti
         moments = []
         if roster.keys.rotate_after is not None:
             moments.append(key.created_at + roster.keys.rotate_after)
-        if dev is not None and dev.rotate is not None and key.created_at < dev.rotate:
+        if dev is not None and dev.rotation_requested(key.created_at):
             moments.append(now)
         due = humanize(min(moments) - now) if moments else None
     return StatusRow(

@@ -147,3 +147,14 @@ def test_restore_after_truncate_gives_every_developer_the_same_secret(real_works
     assert litellm.models_for(secrets["jane"]) == litellm.models_for(secrets["priya"]) == [OPUS, SONNET]
     assert all(k["metadata"]["roster_proof"].startswith("v1:") for k in litellm.managed())
     _invariant(ws, litellm)
+
+
+def test_a_special_model_name_is_granted_and_verified(real_workspace, litellm):
+    """all-proxy-models is a wildcard like anthropic/* (one rule, catalog.is_wildcard): its grant needs --force, and
+    apply's check on /v1/models accepts the models the proxy lists under it (it used to fail every such key)."""
+    ws = real_workspace
+    ws.write_roster([{"name": "jane", "models": ["all-proxy-models"]}], allow_wildcard_models=True)
+    assert ws.run("apply").rc == 4  # a wildcard grant is high-risk
+    applied = ws.run("apply", "--force")
+    assert applied.rc == 0 and "(verified on /v1/models)" in applied.stdout, applied.stdout + applied.stderr
+    assert {OPUS, SONNET} <= set(litellm.models_for(ws.decrypt("jane")))
