@@ -31,6 +31,7 @@ from .plan import (
     Create,
     Delete,
     Desired,
+    MoveFile,
     Plan,
     RemoveFile,
     Restore,
@@ -39,7 +40,7 @@ from .plan import (
     file_document_fields,
 )
 from .ports import ProxyAPI, Sealer
-from .proofs import FIELD, Proofs, Prover
+from .proofs import FIELD, Proofs, Prover, file_parts
 from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
 from .redact import REDACT
 from .roster import Roster
@@ -137,6 +138,7 @@ class Applier:
             return None
         try:
             handler = {Create: self._create, Rotate: self._rotate, Adopt: self._adopt, Restore: self._restore_key,
+                       MoveFile: self._move_file,
                        Update: self._update, Delete: self._delete, RemoveFile: self._remove_file,
                        CreateTeam: self._create_team, UpdateTeam: self._update_team, DeleteTeam: self._delete_team,
                        AdoptTeam: self._adopt_team,
@@ -201,12 +203,16 @@ class Applier:
         path = self.path_for(want.name)
         previous = path.read_bytes() if path.exists() else None
         token = token_of(secret)
-        document = {**file_document_fields(want, self.proxy_url), "issued_at": iso(now),
+        document = {**file_document_fields(want, self.proxy_url, self.roster.environment), "issued_at": iso(now),
                     "token_sha256": token, "api_key": secret}
         content = self.sops.encrypt(document, list(want.recipients), path.name)
-        proof = self._proof("file", want.name, token, ciphertext_of(content))
-        write_atomic(path, set_fields(content, {"proof": proof}, path.name) if proof else content)
+        write_atomic(path, self._proven(want.name, token, content))
         return previous
+
+    def _proven(self, name: str, token: str, content: bytes) -> bytes:
+        """The key file with its proof over what it now holds (proofs.file_parts), when proofs are on."""
+        proof = self._proof("file", *file_parts(name, token, ciphertext_of(content), self.roster.environment))
+        return set_fields(content, {"proof": proof}, f"{name}{SUFFIX}") if proof else content
 
     def _put_back(self, want: Desired, previous: bytes | None) -> None:
         path = self.path_for(want.name)
@@ -277,16 +283,14 @@ class Applier:
         return self._issue(change.desired)
 
     def _refresh_file(self, want: Desired, names: tuple[str, ...], token: str) -> None:
-        """Readable fields, and the file's proof (over the ciphertext it holds, which the plan checked)."""
+        """Readable fields, and the file's proof again (over the ciphertext it holds, which the plan checked, and
+        the fields it binds)."""
         if not names:
             return
         path = self.path_for(want.name)
-        content = path.read_bytes()
-        wanted = {**file_document_fields(want, self.proxy_url), "proof": None}
-        updates = {k: wanted[k] for k in names}
-        if "proof" in names:
-            updates["proof"] = self._proof("file", want.name, token, ciphertext_of(content))
-        write_atomic(path, set_fields(content, updates, path.name))
+        wanted = file_document_fields(want, self.proxy_url, self.roster.environment)
+        content = set_fields(path.read_bytes(), {k: wanted[k] for k in names if k != "proof"}, path.name)
+        write_atomic(path, self._proven(want.name, token, content))
 
     def _rotate(self, change: Rotate) -> str:
         want, old = change.desired, change.old
@@ -391,6 +395,20 @@ class Applier:
 
     def _remove_file(self, change: RemoveFile) -> str:
         self._remove_own_file(change.name)
+        return ""
+
+    def _move_file(self, change: MoveFile) -> str:
+        """Into the environment's directory, checked again now; a crash between the write and the removal leaves the
+        same bytes in both places, and the re-run only removes the old one."""
+        source, target = self.directory.parent / f"{change.name}{SUFFIX}", self.path_for(change.name)
+        if source.is_symlink() or not source.is_file() or read_key_file(change.name, source).token_sha256 != \
+                change.token:
+            raise ReconcileError(f"{source.name} changed since the plan; not moved (plan again)")
+        content = source.read_bytes()
+        if target.exists() and target.read_bytes() != content:
+            raise ReconcileError(f"{target} exists and differs from {source}; not moved")
+        write_atomic(target, content)
+        remove(source)
         return ""
 
     def _remove_own_file(self, name: str) -> None:

@@ -48,6 +48,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
         p.add_argument("--ca-bundle", metavar="FILE", help="a CA bundle to verify the proxy's TLS certificate with")
         p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 15)")
         if roster:
+            p.add_argument("--environment", metavar="NAME",
+                           help="the roster's environment to run for (beats RECONCILE_ENVIRONMENT; required once "
+                                "the roster declares environments)")
             p.add_argument("--kube-context", help="kubeconfig context (beats proxy.kubernetes.context)")
             p.add_argument("--kube-target", metavar="NAMESPACE[/SERVICE]",
                            help="confirm the roster's proxy.kubernetes (beats LITELLM_PROXY_KUBE)")

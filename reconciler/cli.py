@@ -72,10 +72,24 @@ def _settings(args: argparse.Namespace) -> Any:
                                      ca_bundle=getattr(args, "ca_bundle", None), timeout=getattr(args, "timeout", None))
 
 
+def _environment(args: argparse.Namespace) -> str | None:
+    return getattr(args, "environment", None) or os.environ.get("RECONCILE_ENVIRONMENT") or None
+
+
+def _roster(args: argparse.Namespace) -> Any:
+    return load_roster(args.roster, _environment(args))
+
+
+def _label(session: Any) -> str:
+    """The roster as a plan's header names it: with its environment, when it has them."""
+    env = session.roster.environment
+    return f"{session.roster.path} (environment {env})" if env else session.roster.path
+
+
 def _session(args: argparse.Namespace, *, admin: bool = False, roster: Any = None) -> Any:
     from .session import Session
 
-    return Session.open(roster or load_roster(args.roster), _settings(args), admin=admin)
+    return Session.open(roster or _roster(args), _settings(args), admin=admin)
 
 
 def _options(args: argparse.Namespace, roster: Any) -> Any:
@@ -89,7 +103,17 @@ def _options(args: argparse.Namespace, roster: Any) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    roster = load_roster(args.roster)
+    if args.offline and _environment(args) is None:  # every environment the roster declares, or the roster
+        from .roster import environments_of, read_roster_text
+
+        text = read_roster_text(args.roster)
+        names = environments_of(text, args.roster)
+        rosters = [load_roster(args.roster, name) for name in names] or [load_roster(args.roster)]
+        which = f"; environments {', '.join(names)}" if names else ""
+        out(f"{args.roster}: valid ({len({d.name for r in rosters for d in r.developers})} developers{which}; "
+            "checked offline)\n")
+        return 0
+    roster = _roster(args)
     if not args.offline:
         from .session import check_models
 
@@ -108,9 +132,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     others = os.environ.get("RECONCILE_COMMENT_DETAILS") == "1"
     if args.out:
-        Path(args.out).write_text(REDACT(render(plan, "json", roster=args.roster, proxy_url=session.proxy_url,
+        Path(args.out).write_text(REDACT(render(plan, "json", roster=_label(session), proxy_url=session.proxy_url,
                                                 others=others)), "utf-8")
-    out(render(plan, args.format, roster=args.roster, proxy_url=session.proxy_url, others=others))
+    out(render(plan, args.format, roster=_label(session), proxy_url=session.proxy_url, others=others))
     log.info("%d requests to the proxy", requests)
     return 2 if args.detailed_exitcode and plan.changes else 0  # a conflict is something to do too
 
@@ -128,7 +152,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             _options(args, session.roster), sops, lock_timeout=args.lock_timeout, reviewed_file=args.plan,
             checksum=args.checksum, brakes=brakes, force=args.force,
             audit_path=Path(args.audit_log) if args.audit_log else None, stop=stop,
-            on_plan=lambda plan: out(render(plan, "text", roster=args.roster, proxy_url=session.proxy_url)),
+            on_plan=lambda plan: out(render(plan, "text", roster=_label(session), proxy_url=session.proxy_url)),
             on_outcome=lambda o: out(f"{'ok' if o.ok else 'FAILED':>6}  {o.change.symbol:<3} {o.change.name}: "
                                      f"{o.change.kind}" + (f": {o.message}" if o.message else "") + "\n"))
     if result.outcomes or result.not_started:
@@ -164,7 +188,7 @@ def _interruptible(stop: threading.Event) -> Iterator[list[int]]:
 def cmd_force_unlock(args: argparse.Namespace) -> int:
     from .session import force_unlock
 
-    released = force_unlock(load_roster(args.roster), _settings(args), args.lock_id)
+    released = force_unlock(_roster(args), _settings(args), args.lock_id)
     out(f"removed lock {released.id} held by {released.holder}\n")
     return 0
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .catalog import ModelCatalog, is_wildcard
@@ -212,6 +213,20 @@ class RemoveFile(Change):
 
 
 @dataclass(frozen=True)
+class MoveFile(Change):
+    """A key file from before the roster declared environments, moved into its environment's directory, the key
+    it holds being live on this environment's proxy: no new secret."""
+
+    kind, symbol, order = "move-file", "~", -5
+    source: str = ""
+    target: str = ""
+    token: str = ""
+
+    def _data(self) -> dict[str, Any]:
+        return {"from": self.source, "to": self.target, "token_prefix": self.token[:12]}
+
+
+@dataclass(frozen=True)
 class Conflict(Change):
     """A key the tool may not touch stands in the way: a hand-made key holding a roster alias (until --adopt or
     --replace decides), or a key that claims to be managed and fails the ownership proof (never)."""
@@ -237,6 +252,7 @@ class Plan:
     team_ids: tuple[tuple[str, str], ...] = ()  # (roster team, id) of the tool's teams on the proxy
     revoked: int = 0  # keys under roster users that the tool did not issue: revoked by this plan
     proofs: Proofs = NO_PROOFS
+    environment: str | None = None
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -277,6 +293,8 @@ class Plan:
             text += f" Users: {users[0]} to create, {users[1]} to update, {users[2]} to delete."
         if self.count("revoke"):
             text += f" {self.count('revoke')} key(s) the tool did not issue to revoke."
+        if self.count("move-file"):
+            text += f" {self.count('move-file')} key file(s) to move into keys of environment(s)."
         if self.count("conflict"):
             text += f" {self.count('conflict')} conflict(s) need a decision."
         return text
@@ -290,6 +308,7 @@ class Plan:
     @property
     def data(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "roster_sha256": self.roster_sha256,
+                **({"environment": self.environment} if self.environment else {}),
                 "live_fingerprint": self.live_fingerprint, "checksum": self.checksum,
                 "computed_at": iso(self.now), "summary": self.summary,
                 "managed_keys": self.managed_count, "unmanaged_keys": self.unmanaged_count,
@@ -386,16 +405,18 @@ def _proxy_fields(want: Desired, key: LiveKey, team_names: dict[str, str]) -> li
     return fields
 
 
-def file_document_fields(want: Desired, proxy_url: str | None) -> dict[str, Any]:
+def file_document_fields(want: Desired, proxy_url: str | None, environment: str | None = None) -> dict[str, Any]:
     """The readable fields a key file should carry for this developer (issued_at and token are set at issue)."""
-    return {"developer": want.name, "key_alias": want.alias, "proxy_url": proxy_url, "models": list(want.models),
-            "expires": iso(want.expires)}
+    return {"developer": want.name, **({"environment": environment} if environment else {}), "key_alias": want.alias,
+            "proxy_url": proxy_url, "models": list(want.models), "expires": iso(want.expires)}
 
 
-def _file_fields(want: Desired, file: KeyFile | None, proxy_url: str | None, proofs: Proofs) -> tuple[str, ...]:
+def _file_fields(want: Desired, file: KeyFile | None, proxy_url: str | None, proofs: Proofs,
+                 environment: str | None) -> tuple[str, ...]:
     if file is None or file.problem:
         return ()
-    names = tuple(k for k, v in file_document_fields(want, proxy_url).items() if file.fields.get(k) != v)
+    wanted = file_document_fields(want, proxy_url, environment)
+    names = tuple(k for k, v in wanted.items() if file.fields.get(k) != v)
     if proofs.enabled and not proofs.file_proven(want.name, file):
         names += ("proof",)  # trusted on first use (the diff checked): it gets its proof
     return names
@@ -424,6 +445,8 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
             return f"key file {where} is {file.problem}"
         if file.token_sha256 != key.token:
             return f"key file {where} does not hold the live key"
+        if file.environment not in (None, roster.environment):
+            return f"key file {where} belongs to environment {file.environment}"
         # A key file is matched by a hash it states in the clear: only its proof says the secret inside is that one.
         problem = proofs.file_problem(want.name, file, required=key_standing(key, proofs)[0] is Standing.PROVEN)
         if problem:
@@ -443,9 +466,10 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
 def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *,
          catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options | None = None,
          teams: list[LiveTeam] | None = None, users: list[LiveUser] | None = None,
-         prover: Prover | None = None) -> Plan:
+         prover: Prover | None = None, legacy: dict[str, KeyFile] | None = None) -> Plan:
     """users: the proxy's users; None where they were not read (unit tests of the key diff), which leaves the
-    developers' LiteLLM users out of the plan. prover: the operator's RECONCILE_PROOF_KEY (proofs.py)."""
+    developers' LiteLLM users out of the plan. prover: the operator's RECONCILE_PROOF_KEY (proofs.py). legacy: the
+    key files above an environment's directory, from before the roster declared environments."""
     from .teams import classify_teams, diff_teams  # teams.py and users.py build on this module's Change
     from .users import Revoke, diff_users
 
@@ -459,7 +483,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     # A roster team that exists nowhere and will not be made (a conflict holds its name): its members' keys wait.
     made = set(team_ids) | {c.name for c in team_changes if c.kind == "create-team"}
     waiting = {name for name, want in desired.items() if want.team is not None and want.team not in made}
-    files = records.files
+    files, moves = _moved_in(roster, records.files, legacy or {}, {k.token for k in live})
     seen = classify(roster, live, records, now, frozenset(team_ids.values()), proofs)
     current, retiring, handmade = seen.current, seen.retiring, seen.handmade
     user_changes: list[Change] = []
@@ -529,6 +553,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     revoked = {c.key.token for c in user_changes if isinstance(c, Revoke)}
     changes = [c for c in changes if not (isinstance(c, Conflict) and c.key is not None and c.key.token in revoked)]
     changes += [c for c in user_changes if selected(c.name)]
+    changes += [c for c in moves if selected(c.name)]
     changes += [c for c in team_changes if c.subject == "team" or (
         selected(c.name) and not (c.name in blocked_users and c.kind in ("join-team", "member-budget")))]
     warnings += team_warnings
@@ -550,7 +575,26 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     return Plan(tuple(changes), tuple(warnings), seen.managed_count, seen.unmanaged + len(handmade)
                 + len(seen.unproven) - len(revoked), roster.sha256,
                 fingerprint(relevant, seen_teams.relevant(roster), relevant_users), now,
-                tuple(expiring), len(current), tuple(sorted(team_ids.items())), revoked=len(revoked), proofs=proofs)
+                tuple(expiring), len(current), tuple(sorted(team_ids.items())), revoked=len(revoked), proofs=proofs,
+                environment=roster.environment)
+
+
+def _moved_in(roster: Roster, files: dict[str, KeyFile], legacy: dict[str, KeyFile],
+              live_tokens: set[str]) -> tuple[dict[str, KeyFile], list[Change]]:
+    """Key files from before environments whose keys are live on this environment's proxy move into its directory
+    (the first apply of that environment); the diff reads them as already there. Others stay where they are."""
+    moves: list[Change] = []
+    merged = dict(files)
+    parent = PurePosixPath(roster.keys.delivery_dir).parent
+    for name, file in sorted(legacy.items()):
+        here = files.get(name)
+        if file.problem or file.token_sha256 not in live_tokens or (here and here.token_sha256 != file.token_sha256):
+            continue
+        merged.setdefault(name, file)
+        moves.append(MoveFile(name, f"its key is live on environment {roster.environment}'s proxy",
+                              source=str(parent / f"{name}.sops.yaml"),
+                              target=f"{roster.keys.delivery_dir}/{name}.sops.yaml", token=file.token_sha256 or ""))
+    return merged, moves
 
 
 def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change], list[str]]:
@@ -611,7 +655,7 @@ def _developer_change(ctx: _Context, dev: Developer, want: Desired, key: LiveKey
     fields = _proxy_fields(want, key, ctx.team_names)
     if key_standing(key, ctx.proofs)[0] is Standing.FIRST_USE:
         fields.append(("proof", "missing", "set"))
-    file_fields = () if key.external else _file_fields(want, file, ctx.proxy_url, ctx.proofs)
+    file_fields = () if key.external else _file_fields(want, file, ctx.proxy_url, ctx.proofs, ctx.roster.environment)
     if not fields and not file_fields:
         return None
     what = ", ".join(f for f, _, _ in fields) or "key file fields " + ", ".join(file_fields)
@@ -670,6 +714,8 @@ def _restore_problem(ctx: _Context, name: str, file: KeyFile) -> str | None:
         return "it names no key hash"
     if file.token_sha256 in ctx.live_tokens:  # registering it again would be a no-op on some versions
         return "its key is on the proxy, but not as this developer's"
+    if file.environment != ctx.roster.environment:
+        return f"it is for environment {file.environment or 'none'}, not {ctx.roster.environment or 'none'}"
     return ctx.proofs.file_problem(name, file, required=True)
 
 

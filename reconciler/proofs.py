@@ -113,8 +113,9 @@ class Proofs:
                                  f"({iso(self.began)}): the tool did not make it")
 
     def file_proven(self, name: str, file: Any) -> bool:
-        """file: a records.KeyFile (its hash, ciphertext and proof, as the file states them)."""
-        return self.prover.since(file.proof, "file", name, file.token_sha256 or "", file.ciphertext or "") is not None
+        """file: a records.KeyFile (its hash, ciphertext, environment and proof, as the file states them)."""
+        parts = file_parts(name, file.token_sha256, file.ciphertext, file.environment)
+        return self.prover.since(file.proof, "file", *parts) is not None
 
     def file_problem(self, name: str, file: Any, *, required: bool) -> str | None:
         """Why a key file is not trusted to hold the secret it names, or None. required: the live key is proven
@@ -136,3 +137,8 @@ class Proofs:
 
 
 NO_PROOFS = Proofs()  # proofs off: the default where no prover is given
+
+
+def file_parts(name: str, token: str | None, ciphertext: str | None, environment: Any) -> tuple[str, ...]:
+    """What a key file's proof binds: a file of one environment proves nothing in another's directory."""
+    return (name, token or "", ciphertext or "", *((str(environment),) if environment is not None else ()))

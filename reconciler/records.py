@@ -25,7 +25,8 @@ ADOPTED_SUFFIX = ".adopted.yaml"
 TEMP_GLOB = ".*.tmp"  # write_atomic's temp files: left only by a killed run, removed by the next apply
 NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # a roster name (the schema's $defs.name)
 NAME = re.compile(NAME_PATTERN)  # matched whole
-CLEARTEXT_FIELDS = ("developer", "key_alias", "proxy_url", "models", "expires", "issued_at", "token_sha256", "proof")
+CLEARTEXT_FIELDS = ("developer", "environment", "key_alias", "proxy_url", "models", "expires", "issued_at",
+                    "token_sha256", "proof")
 
 
 def token_of(secret: str) -> str:
@@ -48,6 +49,10 @@ class KeyFile:
     @property
     def proof(self) -> Any:
         return self.fields.get("proof")
+
+    @property
+    def environment(self) -> Any:
+        return self.fields.get("environment")
 
 
 _RECIPIENT_LINE = re.compile(r"^\s*-?\s*recipient:\s*(.+?)\s*$", re.M)

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from .live import user_id_for
-from .plan import Adopt, Change, Conflict, Create, Delete, Plan, RemoveFile, Restore, Rotate, Update
+from .plan import Adopt, Change, Conflict, Create, Delete, MoveFile, Plan, RemoveFile, Restore, Rotate, Update
 from .teams import CreateTeam, DeleteTeam, Join, Leave, MemberBudget, TeamConflict, UpdateTeam
 from .timeutil import format_duration, iso
 from .users import ROLE, CreateUser, DeleteUser, Revoke, UpdateUser, UserConflict, key_line
@@ -60,6 +60,8 @@ def details(change: Change) -> list[str]:
                                                                           else "")]
     if isinstance(change, RemoveFile):
         return [change.path]
+    if isinstance(change, MoveFile):
+        return [f"{change.source} -> {change.target}"]
     if isinstance(change, CreateTeam):
         settings = ", ".join(f"{k} {value_text(v, k)}" for k, v in change.settings if v is not None)
         return [f"models {value_text(change.models) if change.models else 'all the proxy serves'}",

@@ -142,6 +142,7 @@ class Roster:
     kubernetes: KubeSettings | None = None
     model_refs: tuple[ModelRef, ...] = ()  # every model name as written, located; group names excluded
     teams: tuple[Team, ...] = ()
+    environment: str | None = None  # the one this roster was read for, when it declares environments
 
     def developer(self, name: str) -> Developer | None:
         return self._by_name.get(name)
@@ -611,14 +612,25 @@ def _developer(dev: dict, defaults: dict) -> Developer:
     )
 
 
-def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
-    """Parse and check a roster. Raises RosterError with every problem found."""
+def environments_of(text: str, filename: str = "roster.yaml") -> list[str]:
+    """The environments a roster declares (none: []); the roster is checked whole by parse_roster, per environment."""
+    data, _, _ = _parse(text, filename)
+    envs = data.get("environments") if isinstance(data, dict) else None
+    return [str(name) for name in envs] if isinstance(envs, dict) else []
+
+
+def parse_roster(text: str, filename: str = "roster.yaml", environment: str | None = None) -> Roster:
+    """Parse and check a roster, as seen by one environment when it declares environments (then one must be
+    named). Raises RosterError with every problem found, ConfigError for a missing or unknown environment."""
     data, located, problems = _parse(text, filename)
     if not isinstance(data, dict):
         raise RosterError([Problem(filename, 1, 1, "", "the roster must be a mapping with version, keys and "
                                                        "developers; start from the example roster.yaml")])
     problems += _private_key_problems(data, located, filename)
     problems += _schema_problems(data, located, filename)
+    problems += _environment_problems(data, located, filename)
+    if not problems:
+        data = _environment_view(data, located, filename, environment)
     flagged = {(p.line, p.column) for p in problems}
     # A value the schema already rejected needs no second message from the deeper checks.
     problems += [p for p in _semantic_problems(data, located, filename) if (p.line, p.column) not in flagged
@@ -644,7 +656,8 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
             max_share=keys.get("brakes", {}).get("max_share"),
             max_count=keys.get("brakes", {}).get("max_count"),
         ),
-        developers=tuple(_developer(dev, defaults) for dev in data["developers"]),
+        developers=tuple(_developer(dev, defaults) for dev in data["developers"]
+                         if environment is None or environment in dev.get("environments", (environment,))),
         model_groups={name: tuple(members) for name, members in data.get("model_groups", {}).items()},
         proxy_url=proxy.get("url"),
         proxy_headers=dict(proxy.get("headers", {})),
@@ -652,7 +665,64 @@ def parse_roster(text: str, filename: str = "roster.yaml") -> Roster:
         model_refs=tuple(_model_refs(data, located)),
         teams=tuple(Team(name=t["name"], models=tuple(t.get("models", ())), member_budget=t.get("member_budget"),
                          **{f: t.get(f) for f in TEAM_FIELDS}) for t in data.get("teams", ())),
+        environment=environment,
     )
+
+
+def _environment_problems(data: dict, located: _Located, filename: str) -> list[Problem]:
+    problems: list[Problem] = []
+    environments = data.get("environments") if isinstance(data.get("environments"), dict) else {}
+
+    def add(path: Path_, message: str) -> None:
+        line, col = located.of_value(path)
+        problems.append(Problem(filename, line, col, _field_name(path, data), message))
+
+    if environments and "proxy" in data:
+        add(("proxy",), f"with environments, each names its own proxy: move this under environments.<name>.proxy "
+                        f"(environments: {', '.join(environments)})")
+    developers = data.get("developers") if isinstance(data.get("developers"), list) else []
+    for i, dev in enumerate(developers):
+        names = dev.get("environments") if isinstance(dev, dict) else None
+        for j, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in environments:
+                close = closest(name, list(environments))
+                add(("developers", i, "environments", j), f"no environment '{name}' under environments; " + (
+                    f"did you mean '{close[0]}'?" if close else
+                    f"name one of: {', '.join(environments)}" if environments else "declare it there first"))
+    return problems
+
+
+def _environment_view(data: dict, located: _Located, filename: str, environment: str | None) -> dict:
+    """The roster as one environment sees it: its proxy, its model groups and defaults over the roster's, and its
+    own key directory (keys/<environment>/). The values taken from the environment keep their places in the file,
+    so every message still points at the line that says it."""
+    from .errors import ConfigError
+
+    envs = data.get("environments") or {}
+    if not envs:
+        if environment is not None:
+            raise ConfigError(f"{filename} declares no environments; run without --environment "
+                              "(and RECONCILE_ENVIRONMENT)")
+        return data
+    if environment is None or environment not in envs:
+        given = "names none" if environment is None else f"names '{environment}'"
+        raise ConfigError(f"{filename} declares environments {', '.join(envs)}; the run {given}: choose one with "
+                          "--environment NAME (or RECONCILE_ENVIRONMENT)")
+    section = envs[environment] or {}
+    base = ("environments", environment)
+    for table in (located.values, located.keys):
+        for place, where in list(table.items()):
+            if place[:2] == base and len(place) > 3:
+                table[place[2:]] = where
+    view = {k: v for k, v in data.items() if k != "environments"}
+    if "proxy" in section:
+        view["proxy"] = section["proxy"]
+        located.values[("proxy",)] = located.of_value(base + ("proxy",))
+    view["model_groups"] = {**data.get("model_groups", {}), **section.get("model_groups", {})}
+    view["defaults"] = {**data.get("defaults", {}), **section.get("defaults", {})}
+    keys = data["keys"]
+    view["keys"] = {**keys, "delivery_dir": f"{keys.get('delivery_dir', DEFAULT_DELIVERY_DIR)}/{environment}"}
+    return view
 
 
 def _model_refs(data: dict, located: _Located) -> list[ModelRef]:
@@ -680,6 +750,10 @@ def _kube_settings(kube: dict | None) -> KubeSettings | None:
                         port=kube.get("port"), secret_name=secret.get("name"), secret_key=secret.get("key"))
 
 
-def load_roster(path: str | Path) -> Roster:
+def read_roster_text(path: str | Path) -> str:
+    return _read_text(Path(path))
+
+
+def load_roster(path: str | Path, environment: str | None = None) -> Roster:
     path = Path(path)
-    return parse_roster(_read_text(path), str(path))
+    return parse_roster(_read_text(path), str(path), environment)

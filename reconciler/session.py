@@ -159,6 +159,9 @@ def check_reviewed(plan: Plan, roster_path: str, *, reviewed_file: str | None, c
             reviewed = json.loads(Path(reviewed_file).read_text("utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--plan {reviewed_file}: cannot read it ({type(exc).__name__})") from None
+        if reviewed.get("environment") != plan.environment:
+            raise StalePlanError(f"{reviewed_file} is a plan for environment {reviewed.get('environment') or 'none'}, "
+                                 f"not {plan.environment or 'none'}; plan this environment")
         if reviewed.get("roster_sha256") != plan.roster_sha256:
             raise StalePlanError(f"plan is stale: {roster_path} changed since {reviewed_file} was made; plan again")
         if reviewed.get("checksum") != plan.checksum:
@@ -274,13 +277,15 @@ class Session:
             asked = (pool.submit(self.catalog), pool.submit(self.live_keys), pool.submit(self.live_teams),
                      pool.submit(self.live_users), pool.submit(self.client.version))
             from .plan import diff
-            from .records import read_records
+            from .records import read_key_files, read_records
 
             records = read_records(self.roster.delivery_path)
+            # Before the roster declared environments its key files lay one level up: they move in (plan.MoveFile).
+            legacy = read_key_files(self.roster.delivery_path.parent) if self.roster.environment else {}
             catalog, live, teams, users, version = (future.result() for future in asked)
         check_models(self.roster, catalog)
         plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
-                    options=options, teams=teams, users=users, prover=self.settings.prover)
+                    options=options, teams=teams, users=users, prover=self.settings.prover, legacy=legacy)
         warning = version_warning(version)
         return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan
 
@@ -349,7 +354,8 @@ class Session:
             if plan.empty:
                 return ApplyResult(plan, [], 0)
             (brakes or Brakes.for_roster(self.roster)).check(plan, force=force)
-            audit = AuditLog(audit_path or Path(self.roster.path).parent / "audit.jsonl", checksum=plan.checksum,
+            default = f"audit-{self.roster.environment}.jsonl" if self.roster.environment else "audit.jsonl"
+            audit = AuditLog(audit_path or Path(self.roster.path).parent / default, checksum=plan.checksum,
                              proxy_url=self.proxy_url, actor=self.settings.actor)
 
             def finished(outcome: Outcome) -> None:
