@@ -14,31 +14,29 @@ import threading
 import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from . import TOOL_NAME
 from .catalog import is_wildcard
+from .changes import Change, Desired, Outcome
 from .delivery import ciphertext_of, clean_temp_files, remove, set_fields, write_atomic
 from .errors import ProxyError, ReconcileError
-from .live import LLM_ROUTES, MARKER, NEVER, managed_metadata, user_id_for
-from .plan import (
+from .keys import (
     EXPIRY_TOLERANCE,
     Adopt,
-    Change,
     Create,
     Delete,
-    Desired,
     MoveFile,
-    Plan,
     RemoveFile,
     Restore,
     Rotate,
     Update,
     file_document_fields,
 )
+from .live import LLM_ROUTES, MARKER, NEVER, managed_metadata, user_id_for
+from .plan import Plan
 from .ports import ProxyAPI, Sealer
 from .proofs import FIELD, Proofs, Prover, file_parts
 from .records import ADOPTED_SUFFIX, SUFFIX, adoption_document, read_key_file, token_of
@@ -53,14 +51,6 @@ log = logging.getLogger(__name__)
 SECRET_BYTES = 32
 # Changes that refer to the developer's LiteLLM user: they wait for it to be the tool's.
 NEEDS_USER = frozenset({"create", "rotate", "adopt", "update", "join-team", "member-budget"})
-
-
-@dataclass(frozen=True)
-class Outcome:
-    change: Change
-    ok: bool
-    message: str = ""
-    new_token: str | None = None  # the hash of the key a create or rotation registered
 
 
 def new_secret() -> str:
@@ -137,14 +127,8 @@ class Applier:
         if self.stop.is_set():
             return None
         try:
-            handler = {Create: self._create, Rotate: self._rotate, Adopt: self._adopt, Restore: self._restore_key,
-                       MoveFile: self._move_file,
-                       Update: self._update, Delete: self._delete, RemoveFile: self._remove_file,
-                       CreateTeam: self._create_team, UpdateTeam: self._update_team, DeleteTeam: self._delete_team,
-                       AdoptTeam: self._adopt_team,
-                       Join: self._join, MemberBudget: self._member_budget, Leave: self._leave,
-                       CreateUser: self._create_user, UpdateUser: self._update_user, DeleteUser: self._delete_user,
-                       Revoke: self._revoke}[type(change)]
+            # Each kind's step is the method named for it (create-team: _create_team): one registry, by name.
+            handler = getattr(self, "_" + change.kind.replace("-", "_"))
             if change.name in self.users_failed and change.kind in NEEDS_USER:
                 raise ReconcileError(f"the LiteLLM user {user_id_for(change.name)} could not be made the tool's "
                                      "(see its change): nothing was done")
@@ -313,7 +297,7 @@ class Applier:
         remove(self.adoption_path(want.name))  # a key adopted in place is now a delivered one
         return message
 
-    def _restore_key(self, change: Restore) -> str:
+    def _restore(self, change: Restore) -> str:
         """Register the secret a proven key file holds, as the plan found it: the file is read and proven again
         now, and its secret must hash to the key it names. A crash before the key is registered leaves nothing;
         after, the next plan finds the key live and current."""
@@ -465,7 +449,7 @@ class Applier:
         self.client.delete_team(change.team_id)
         return ""
 
-    def _join(self, change: Join) -> str:
+    def _join_team(self, change: Join) -> str:
         self.client.add_member(self.team_id(change.team), user_id_for(change.name), change.budget)
         return ""
 
@@ -473,7 +457,7 @@ class Applier:
         self.client.set_member_budget(self.team_id(change.team), user_id_for(change.name), change.after)
         return ""
 
-    def _leave(self, change: Leave) -> str:
+    def _leave_team(self, change: Leave) -> str:
         """Only once no key of the member is bound to the team, read again now: LiteLLM 1.80 deletes them with the
         membership (docs/litellm.md §10)."""
         user = user_id_for(change.name)

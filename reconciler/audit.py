@@ -9,7 +9,7 @@ import stat
 import threading
 from pathlib import Path
 
-from .apply import Outcome
+from .changes import Outcome
 from .errors import ConfigError
 from .redact import REDACT
 from .timeutil import iso, utcnow

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import BrakeError, ConfigError
-from .plan import Delete, Plan, Rotate, Update
+from .keys import Delete, Rotate, Update
+from .plan import Plan
 from .roster import Roster
 
 # Key fields whose change is the one-time move of keys made by earlier versions (to their roster: user, to LLM routes

@@ -36,7 +36,7 @@ from .timeutil import parse_instant, utcnow
 # The diff's modules (plan, teams, records: about 25 ms of imports) are imported where they are used, so a plan
 # imports them while the proxy answers its questions rather than before asking.
 if TYPE_CHECKING:
-    from .apply import Outcome
+    from .changes import Outcome
     from .options import Options
     from .plan import Plan
     from .ports import Lock, Sealer

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from . import TOOL_NAME
+from .changes import Change, Conflict, Desired, before_after, field_lines, same_value, value_text
 from .live import ADMIN_CREATOR, MARKER, USER_PREFIX, Checker, user_id_for
-from .plan import Change, Conflict, Desired, before_after, same_value
 from .proofs import FIELD, NO_PROOFS, Proofs, Standing
 from .roster import TEAM_FIELDS, Roster, Team
 
@@ -178,23 +178,31 @@ class TeamChange(Change):
 
 @dataclass(frozen=True)
 class CreateTeam(TeamChange):
-    kind, symbol, order = "create-team", "+", -2
+    kind, symbol = "create-team", "+"
     models: tuple[str, ...] = ()
     settings: tuple[tuple[str, Any], ...] = ()
 
     def _data(self) -> dict[str, Any]:
         return {"after": {"models": list(self.models), **dict(self.settings)}}
 
+    def details(self) -> list[str]:
+        settings = ", ".join(f"{k} {value_text(v, k)}" for k, v in self.settings if v is not None)
+        return [f"models {value_text(self.models) if self.models else 'all the proxy serves'}",
+                *([settings] if settings else [])]
+
 
 @dataclass(frozen=True)
 class UpdateTeam(TeamChange):
-    kind, symbol, order = "update-team", "~", -2
+    kind, symbol = "update-team", "~"
     team_id: str = ""
     fields: tuple[tuple[str, Any, Any], ...] = ()
     metadata: tuple[tuple[str, Any], ...] = ()  # the team's own, kept when its metadata is written
 
     def _data(self) -> dict[str, Any]:
         return {"team_id": self.team_id, **before_after(self.fields)}
+
+    def details(self) -> list[str]:
+        return field_lines(self.fields)
 
 
 @dataclass(frozen=True)
@@ -210,11 +218,14 @@ class AdoptTeam(UpdateTeam):
 
 @dataclass(frozen=True)
 class DeleteTeam(TeamChange):
-    kind, symbol, order = "delete-team", "-", 4
+    kind, symbol = "delete-team", "-"
     team_id: str = ""
 
     def _data(self) -> dict[str, Any]:
         return {"team_id": self.team_id}
+
+    def details(self) -> list[str]:
+        return [f"team {self.team_id}"]
 
     @property
     def risk(self) -> str | None:
@@ -225,17 +236,21 @@ class DeleteTeam(TeamChange):
 class Join(Change):
     """A developer becomes a member of a team (and gets its member budget)."""
 
-    kind, symbol, order = "join-team", "+", -1
+    kind, symbol = "join-team", "+"
     team: str = ""
     budget: float | None = None
 
     def _data(self) -> dict[str, Any]:
         return {"team": self.team, "member_budget": self.budget}
 
+    def details(self) -> list[str]:
+        return [f"team {self.team}" + (f", member budget {value_text(self.budget, 'max_budget')}" if self.budget
+                                       else "")]
+
 
 @dataclass(frozen=True)
 class MemberBudget(Change):
-    kind, symbol, order = "member-budget", "~", -1
+    kind, symbol = "member-budget", "~"
     team: str = ""
     before: float | None = None
     after: float | None = None
@@ -243,18 +258,24 @@ class MemberBudget(Change):
     def _data(self) -> dict[str, Any]:
         return {"team": self.team, **before_after((("member_budget", self.before, self.after),))}
 
+    def details(self) -> list[str]:
+        return [f"team {self.team}: {value_text(self.before, 'max_budget')} -> {value_text(self.after, 'max_budget')}"]
+
 
 @dataclass(frozen=True)
 class Leave(Change):
     """After every key change: LiteLLM may delete a member's keys in the team with the membership (docs/litellm.md
     §10), so a member leaves only once no key of theirs is bound there (the diff waits; apply checks again)."""
 
-    kind, symbol, order = "leave-team", "-", 3
+    kind, symbol = "leave-team", "-"
     team: str = ""
     team_id: str = ""
 
     def _data(self) -> dict[str, Any]:
         return {"team": self.team}
+
+    def details(self) -> list[str]:
+        return [f"team {self.team}"]
 
 
 @dataclass(frozen=True)
@@ -264,6 +285,9 @@ class TeamConflict(Conflict):
 
     def _data(self) -> dict[str, Any]:
         return {"team_id": self.team.team_id, "alias": self.team.alias, "admins": list(self.team.admins)}
+
+    def details(self) -> list[str]:
+        return [f"team {self.team.team_id} ({self.team.alias}); admins {value_text(self.team.admins)}"]
 
 
 # ---------------------------------------------------------------- diff

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import TOOL_NAME
+from .changes import Change, Conflict, Desired, before_after, field_lines, key_label, same_value, value_text
 from .live import MARKER, USER_PREFIX, Checker, LiveKey, user_id_for
-from .plan import Change, Conflict, Desired, before_after, same_value
 
 USER_ROUTE = "GET /user/list"
 ROLE = "internal_user_viewer"  # may call no management route that writes: it can mint nothing
@@ -92,17 +92,20 @@ class UserChange(Change):
 class CreateUser(UserChange):
     """Before the developer's key or team membership refers to it."""
 
-    kind, symbol, order = "create-user", "+", -3
+    kind, symbol = "create-user", "+"
     models: tuple[str, ...] = ()
 
     def _data(self) -> dict[str, Any]:
         return {"user_id": user_id_for(self.name), "after": {"user_role": ROLE, "models": list(self.models),
                                                              "max_budget": None}}
 
+    def details(self) -> list[str]:
+        return [f"user {user_id_for(self.name)}: role {ROLE}, models {value_text(self.models)}, no budget"]
+
 
 @dataclass(frozen=True)
 class UpdateUser(UserChange):
-    kind, symbol, order = "update-user", "~", -3
+    kind, symbol = "update-user", "~"
     fields: tuple[tuple[str, Any, Any], ...] = ()  # (field, before, after); other_teams: teams to leave
     metadata: tuple[tuple[str, Any], ...] = ()  # the user's own, kept beside the marker
     takeover: bool = False  # --adopt of a user the tool did not make
@@ -116,15 +119,21 @@ class UpdateUser(UserChange):
             return f"takes over the LiteLLM user {user_id_for(self.name)}, which the tool did not make"
         return None
 
+    def details(self) -> list[str]:
+        return [f"user {user_id_for(self.name)}", *field_lines(self.fields)]
+
 
 @dataclass(frozen=True)
 class DeleteUser(UserChange):
     """Last, after the developer's keys and memberships: LiteLLM deletes a user's keys with it (§11)."""
 
-    kind, symbol, order = "delete-user", "-", 5
+    kind, symbol = "delete-user", "-"
 
     def _data(self) -> dict[str, Any]:
         return {"user_id": user_id_for(self.name)}
+
+    def details(self) -> list[str]:
+        return [f"user {user_id_for(self.name)}"]
 
 
 @dataclass(frozen=True)
@@ -132,12 +141,20 @@ class Revoke(Change):
     """A key under a roster user that the tool did not issue: self-service, or made by someone else for the user."""
 
     # First of all: it closes a way around the roster at once, and frees a roster alias the key may hold.
-    kind, symbol, order = "revoke", "-", -4
+    kind, symbol = "revoke", "-"
     key: LiveKey = None  # type: ignore[assignment]
 
     def _data(self) -> dict[str, Any]:
         return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "created_by": self.key.created_by,
                 "models": list(self.key.models), "user_id": self.key.user_id}
+
+    def details(self) -> list[str]:
+        return [f"{key_label(self.key)} made by {self.key.created_by}, models "
+                f"{value_text(self.key.models)}"]
+
+    @property
+    def about_others(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,13 @@ class UserConflict(Conflict):
     def _data(self) -> dict[str, Any]:
         return {"user_id": self.user.user_id, "found": self.user.describe(),
                 "keys": [key_line(k) for k in self.keys]}
+
+    def details(self) -> list[str]:
+        return [f"user {self.user.user_id}: {self.user.describe()}", *(f"its key {key_line(k)}" for k in self.keys)]
+
+    @property
+    def about_others(self) -> bool:
+        return True
 
 
 # ---------------------------------------------------------------- diff

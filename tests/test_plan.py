@@ -9,17 +9,11 @@ from pathlib import Path
 from helpers import recipient_of
 
 from reconciler.catalog import ModelCatalog
+from reconciler.changes import Conflict
+from reconciler.keys import Adopt, Create, Rotate, Update, file_document_fields
 from reconciler.live import LLM_ROUTES, LiveKey, managed_metadata, user_id_for
-from reconciler.plan import (
-    Adopt,
-    Conflict,
-    Create,
-    Options,
-    Rotate,
-    Update,
-    diff,
-    file_document_fields,
-)
+from reconciler.options import Options
+from reconciler.plan import diff
 from reconciler.proofs import Prover
 from reconciler.records import KeyFile, Records
 from reconciler.roster import RETIRING_SUFFIX, parse_roster
@@ -63,7 +57,7 @@ def file_for(r, name: str, token: str | None = None, recipients=None, now=NOW) -
 
 
 def _desired(r, name, now=NOW):
-    from reconciler.plan import desired_state
+    from reconciler.keys import desired_state
     return desired_state(r, CATALOG, now)[name]
 
 

@@ -40,7 +40,7 @@ def plan(r, keys, users, **options):
     """A key file for each managed key of a roster developer, as apply would have written it."""
     from pathlib import Path
 
-    from reconciler.plan import desired_state, file_document_fields
+    from reconciler.keys import desired_state, file_document_fields
     from reconciler.records import KeyFile
 
     desired = desired_state(r, None, NOW)
