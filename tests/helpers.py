@@ -188,3 +188,40 @@ def raw_server(response: bytes, seen: list[bytes] | None = None) -> tuple[socket
 
     threading.Thread(target=serve, daemon=True).start()
     return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def host_route(upstream: str, host: str):
+    """An nginx-like route on 127.0.0.1, as a devcontainer has: it forwards GET requests to upstream only when they
+    carry `Host: host`, and answers 404 otherwise. A context manager yielding its URL."""
+    import contextlib
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    class Route(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            if self.headers.get("Host") != host:
+                self.send_response(404)
+                self.end_headers()
+                return
+            answer = httpx.get(upstream + self.path, headers={"Authorization": self.headers.get("Authorization", "")})
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args):
+            pass
+
+    @contextlib.contextmanager
+    def serving():
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Route)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    return serving()

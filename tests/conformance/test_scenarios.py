@@ -158,3 +158,33 @@ def test_a_special_model_name_is_granted_and_verified(real_workspace, litellm):
     applied = ws.run("apply", "--force")
     assert applied.rc == 0 and "(verified on /v1/models)" in applied.stdout, applied.stdout + applied.stderr
     assert {OPUS, SONNET} <= set(litellm.models_for(ws.decrypt("jane")))
+
+
+def test_the_developer_fetches_their_key_through_a_devcontainer_route(real_workspace, litellm, people,
+                                                                    tmp_path_factory):
+    """reconcile key with jane's own identity and no admin credential, proven on LiteLLM's own /v1/models through an
+    nginx-like Host-header route, written to an ignored env file; a blocked key is refused with its reason."""
+    import subprocess
+
+    from helpers import RECONCILE, host_route
+
+    ws = real_workspace
+    ws.write_roster([{"name": "jane"}])
+    assert ws.run("apply").rc == 0
+    project = tmp_path_factory.mktemp("project")
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / ".gitignore").write_text(".env\n")
+    env = {k: v for k, v in ws.env().items() if not k.startswith(("LITELLM_", "RECONCILE_", "SOPS_"))}
+    env.update(HOME=str(project), SOPS_AGE_KEY_FILE=str(people["jane"].identity_file))
+    with host_route(litellm.url, "litellm.localhost") as route:
+        args = [RECONCILE, "key", "jane", "--env-file", str(project / ".env"), "--base-url", route,
+                "--host-header", "litellm.localhost"]
+        done = subprocess.run(args, cwd=ws.root, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"models {OPUS}, {SONNET}" in done.stdout
+        ws.write_roster([{"name": "jane", "disabled": True}])
+        assert ws.run("apply").rc == 0
+        (project / ".env").unlink()
+        blocked = subprocess.run(args, cwd=ws.root, capture_output=True, text=True, env=env, timeout=120)
+    assert blocked.returncode == 1 and "the key is blocked" in blocked.stderr, blocked.stderr
+    assert not (project / ".env").exists()
