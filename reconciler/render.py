@@ -58,29 +58,57 @@ def markdown_cell(text_: str) -> str:
     return _AUTOLINK.sub(lambda m: m.group(1)[0] + "\u200b" + m.group(1)[1:], text_)
 
 
-def markdown(plan: Plan, *, roster: str, proxy_url: str, others: bool = False) -> str:
-    """others: show the details of keys and users the tool does not manage (RECONCILE_COMMENT_DETAILS=1)."""
+COMMENT_LIMIT = 60_000  # characters: GitHub refuses a comment over 65,536, and the workflow adds a little
+
+
+def markdown(plan: Plan, *, roster: str, proxy_url: str, others: bool = False, brakes: str | None = None,
+             limit: int = COMMENT_LIMIT) -> str:
+    """others: show the details of keys and users the tool does not manage (RECONCILE_COMMENT_DETAILS=1). brakes:
+    why apply would stop, if it would. What a reviewer must see comes first and is never cut (the summary, the
+    checksum, the brakes, the high-risk changes); only the per-change table is shortened to fit `limit`, and the
+    whole plan stays in the JSON artifact."""
     out = [f"### litellm-roster plan for {markdown_cell(roster)}", "", f"**{plan.summary}**", ""]
-    if plan.changes:
-        hidden = "a key or user the tool does not manage (details in the job's log)"
-        table = ["| | developer | change | reason | details |", "|---|---|---|---|---|"]
-        table += [f"| `{c.symbol}` | {markdown_cell(c.name)} | {c.kind} | {hidden} | |" if c.about_others and not others
-                  else f"| `{c.symbol}` | {markdown_cell(c.name)} | {c.kind} | {markdown_cell(c.reason)} | "
-                       f"{'<br>'.join(markdown_cell(line) for line in c.details())} |" for c in plan.changes]
-        if len(plan.changes) > MARKDOWN_FOLD_AFTER:
-            out += [f"<details><summary>{len(plan.changes)} changes</summary>", "", *table, "", "</details>"]
-        else:
-            out += table
-        out.append("")
+    if not plan.empty:
+        out += [f"Checksum: `{plan.checksum}`", ""]
+    out += [f"On {markdown_cell(proxy_url)}: {header(plan)}.", ""]
+    if brakes:
+        out += [f"**Apply would stop here:** {markdown_cell(brakes)}", ""]
     if plan.high_risk:
         out += ["**High-risk changes** (apply needs `--force`, whatever the team size)", "",
                 *(f"- {markdown_cell(c.name)}: {markdown_cell(c.risk or '')}" for c in plan.high_risk), ""]
     if plan.warnings:
-        out += ["**Warnings**", "", *(f"- {markdown_cell(w)}" for w in plan.warnings), ""]
-    out.append(f"On {markdown_cell(proxy_url)}: {header(plan)}.")
-    if not plan.empty:
-        out.append(f"Checksum: `{plan.checksum}`")
+        shown = plan.warnings[:MARKDOWN_WARNINGS]
+        more = len(plan.warnings) - len(shown)
+        out += ["**Warnings**", "", *(f"- {markdown_cell(w)}" for w in shown),
+                *([f"- …and {more} more (the job's log has them all)"] if more else []), ""]
+    if plan.changes:
+        out += _change_table(plan, others, limit - sum(len(line) + 1 for line in out))
     return "\n".join(out) + "\n"
+
+
+MARKDOWN_WARNINGS = 50
+
+
+def _change_table(plan: Plan, others: bool, room: int) -> list[str]:
+    hidden = "a key or user the tool does not manage (details in the job's log)"
+    rows = [f"| `{c.symbol}` | {markdown_cell(c.name)} | {c.kind} | {hidden} | |" if c.about_others and not others
+            else f"| `{c.symbol}` | {markdown_cell(c.name)} | {c.kind} | {markdown_cell(c.reason)} | "
+                 f"{'<br>'.join(markdown_cell(line) for line in c.details())} |" for c in plan.changes]
+    table = ["| | developer | change | reason | details |", "|---|---|---|---|---|"]
+    fold = len(plan.changes) > MARKDOWN_FOLD_AFTER
+    room -= 200  # the table's head and the <details> around it
+    kept = 0
+    for row in rows:
+        if room - len(row) - 1 < 0:
+            break
+        table.append(row)
+        room -= len(row) + 1
+        kept += 1
+    if kept < len(rows):
+        table.append(f"| | | | …{len(rows) - kept} more change(s): the whole plan is in the JSON artifact | |")
+    if fold:
+        return [f"<details><summary>{len(plan.changes)} changes</summary>", "", *table, "", "</details>", ""]
+    return [*table, ""]
 
 
 def as_json(plan: Plan, *, others: bool = False) -> str:
@@ -94,9 +122,10 @@ def as_json(plan: Plan, *, others: bool = False) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def render(plan: Plan, fmt: str, *, roster: str, proxy_url: str, others: bool = False) -> str:
+def render(plan: Plan, fmt: str, *, roster: str, proxy_url: str, others: bool = False,
+           brakes: str | None = None) -> str:
     if fmt == "json":
         return as_json(plan, others=others)
     if fmt == "markdown":
-        return markdown(plan, roster=roster, proxy_url=proxy_url, others=others)
+        return markdown(plan, roster=roster, proxy_url=proxy_url, others=others, brakes=brakes)
     return text(plan, roster=roster, proxy_url=proxy_url)

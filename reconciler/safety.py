@@ -41,14 +41,18 @@ class Brakes:
         return cls(share, min(counts) if counts else None)
 
     def check(self, plan: Plan, *, force: bool = False) -> None:
-        """Raise BrakeError naming the numbers when the plan is over a threshold, or holds a high-risk change
-        (a takeover, a renamed alias template, a wildcard grant, a removed file), whatever the team size. Creates
-        are never braked; deletes of rotated-out keys whose grace ended are routine and not counted; nor is the
-        one-time migration of keys made by earlier versions (MIGRATION_FIELDS), nor the developers' LiteLLM users."""
-        if force:
-            return
+        """Raise BrakeError naming the numbers when the plan would be stopped (problems), unless forced."""
+        problems = [] if force else self.problems(plan)
+        if problems:
+            raise BrakeError("; ".join(problems) + "; nothing was changed. Re-run with --force if this is intended.")
+
+    def problems(self, plan: Plan) -> list[str]:
+        """Why apply would stop this plan: over a threshold, or a high-risk change (a takeover, a renamed alias
+        template, a wildcard grant, a removed file), whatever the team size. Creates are never braked; deletes of
+        rotated-out keys whose grace ended are routine and not counted; nor is the one-time migration of keys made
+        by earlier versions (MIGRATION_FIELDS), nor the developers' LiteLLM users. The plan shows these too."""
         current = plan.current_count
-        problems = []
+        problems: list[str] = []
         risky = plan.high_risk
         if risky:
             listed = "; ".join(f"{c.name}: {c.risk}" for c in risky[:5]) + ("; ..." if len(risky) > 5 else "")
@@ -69,8 +73,7 @@ class Brakes:
             elif current > self.MIN_MANAGED_FOR_SHARE and n / current > self.max_share:
                 problems.append(f"Too many {what}: {n} of {current} managed keys ({n / current:.0%}) is over "
                                 f"{self.max_share:.0%}")
-        if problems:
-            raise BrakeError("; ".join(problems) + "; nothing was changed. Re-run with --force if this is intended.")
+        return problems
 
 
 def _env_number(name: str, kind: Callable[[str], float]) -> float | None:

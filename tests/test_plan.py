@@ -258,3 +258,26 @@ def test_alias_pairs_from_litellms_recorded_model_info():
         "claude-sonnet-4-5-20250929", "claude-sonnet-4.5")
     assert catalog.unknown_message("anthropic/claude-sonnet-4-5-20250929") == (
         "anthropic/claude-sonnet-4-5-20250929 is not served by this proxy; did you mean claude-sonnet-4-5-20250929?")
+
+
+def test_a_long_plan_comment_keeps_what_a_reviewer_must_see():
+    """1,000 updates and a high-risk rename: the comment stays under GitHub's limit, with the summary, checksum,
+    brakes and high-risk section whole (they come first); only the table is shortened, and its markdown stays valid."""
+    from reconciler.render import COMMENT_LIMIT, markdown
+    from reconciler.safety import Brakes
+
+    names = [f"dev{i:04d}" for i in range(1000)]
+    r = roster("".join(dev(n, "[m1, m2]") for n in names))
+    live = [key(n, alias="old-dev0000" if n == "dev0000" else None) for n in names]
+    plan = plan_of(r, live, {n: file_for(r, n) for n in names})
+    assert plan.count("update") == 1000
+    brakes = "; ".join(Brakes(0.3).problems(plan))
+    text = markdown(plan, roster="roster.yaml", proxy_url=URL, brakes=brakes)
+    assert len(text) <= COMMENT_LIMIT < len(markdown(plan, roster="roster.yaml", proxy_url=URL, limit=10**7))
+    assert f"Checksum: `{plan.checksum}`" in text and plan.summary in text
+    assert "**High-risk changes**" in text and "- dev0000: renames a managed key \\(old-dev0000" in text
+    assert "**Apply would stop here:** 1 high-risk change" in text
+    assert "Too many updates: 1000 of 1000 managed keys \\(all of them\\)" in text
+    assert text.count("<details>") == text.count("</details>") == 1
+    shown = text.count("| `~` |")
+    assert 100 < shown < 1000 and f"…{1000 - shown} more change(s): the whole plan is in the JSON artifact" in text

@@ -47,7 +47,7 @@ def test_only_the_apply_job_on_main_can_read_the_master_key():
         if name != "roster-apply.yml":
             assert "LITELLM_MASTER_KEY" not in text, name
             continue
-        assert set(doc["on"]) == {"push", "workflow_dispatch"} and doc["on"]["push"]["branches"] == ["main"]
+        assert set(doc["on"]) == {"push", "schedule", "workflow_dispatch"} and doc["on"]["push"]["branches"] == ["main"]
         (job,) = doc["jobs"].values()
         assert "litellm-admin" in job["environment"] and "refs/heads/main" in job["if"]
 
@@ -62,7 +62,10 @@ def test_pull_request_plan_runs_no_code_from_the_pull_request():
     scripts = "\n".join(s.get("run", "") for s in plan["steps"])
     assert "checkout" not in scripts and "git show" in scripts  # the pull request's files are read as data
     install = scripts.index("pip install")
-    assert install < scripts.index("git fetch")  # the tool is installed before anything is taken from the PR
+    assert install < scripts.index("fetch --no-tags")  # the tool is installed before anything is taken from the PR
+    assert not (doc["on"]["pull_request_target"] or {}).get("paths")  # every pull request: it may be required
+    assert "No roster change in this pull request" in scripts
+    assert "plan failed" in scripts and doc["jobs"]["comment"]["if"].startswith("always()")  # failures replace it
     assert plan["permissions"] == {"contents": "read"}
     secrets = set(re.findall(r"secrets\.(\w+)", (WORKFLOWS / "roster-plan.yml").read_text()))
     assert secrets == {"LITELLM_VIEWER_KEY", "RECONCILE_PROOF_KEY"}  # the proof key checks proofs; no PR code runs
@@ -150,3 +153,8 @@ def test_plan_job_command_with_a_viewer_key_against_litellm(tmp_path, litellm, p
     # The same key cannot apply: LiteLLM refuses it every write, and the tool stops before trying.
     refused = ws.run("apply", env={**env, "LITELLM_MASTER_KEY": viewer})
     assert refused.rc == 1 and "(role proxy_admin_viewer)" in refused.stderr and not ws.keys.exists()
+    # A plan that fails replaces the comment's plan with the reason: an old plan never stands for this commit.
+    failed = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, capture_output=True, text=True,
+                            env={**env, "LITELLM_VIEWER_KEY": "sk-not-a-key-0123456789"}, timeout=120)
+    assert failed.returncode == 1
+    assert (tmp_path / "plan.md").read_text().startswith("### litellm-roster plan failed\n\n```\nerror: ")
