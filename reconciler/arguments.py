@@ -143,6 +143,14 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS", help="per-request timeout (default 15)")
     p.set_defaults(func=commands["key"])
 
+    p = command("init", "write a roster repository: roster, workflows pinned to a commit of the tool, a README")
+    p.add_argument("directory", metavar="DIR", help="where (created if missing)")
+    p.add_argument("--tool-repo", default="litellm-roster/litellm-roster", metavar="OWNER/NAME",
+                   help="the tool's repository on GitHub, whose reusable workflows the roster's call")
+    p.add_argument("--ref", required=True, metavar="COMMIT", help="the tool's commit to pin (a full SHA)")
+    p.add_argument("--overwrite", action="store_true", help="replace files that already exist")
+    p.set_defaults(func=commands["init"])
+
     p = command("schema", "print the roster's JSON Schema (for editors and CI checks)")
     p.set_defaults(func=commands["schema"])
 

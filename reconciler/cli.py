@@ -232,6 +232,15 @@ def cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from .repository import init
+
+    written = init(Path(args.directory), args.tool_repo, args.ref, overwrite=args.overwrite)
+    out(f"wrote {len(written)} files in {args.directory}: {', '.join(written)}\n"
+        f"next: read {Path(args.directory) / 'README.md'} (secrets, variables, Environments, branch protection)\n")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from .roster import schema_text
 
@@ -245,7 +254,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     return build_parser({"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "status": cmd_status,
                          "import": cmd_import, "schema": cmd_schema, "force-unlock": cmd_force_unlock,
-                         "key": cmd_key})
+                         "key": cmd_key, "init": cmd_init})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,31 +44,39 @@ def test_every_action_is_pinned_to_a_commit():
 def test_only_the_apply_job_on_main_can_read_the_master_key():
     for name, doc in all_workflows().items():
         text = (WORKFLOWS / name).read_text()
-        if name != "roster-apply.yml":
+        if name not in ("roster-apply.yml", "reusable-apply.yml"):
             assert "LITELLM_MASTER_KEY" not in text, name
-            continue
-        assert set(doc["on"]) == {"push", "schedule", "workflow_dispatch"} and doc["on"]["push"]["branches"] == ["main"]
-        (job,) = doc["jobs"].values()
-        assert "litellm-admin" in job["environment"] and "refs/heads/main" in job["if"]
+    caller = load("roster-apply.yml")
+    assert set(caller["on"]) == {"push", "schedule", "workflow_dispatch"}
+    assert caller["on"]["push"]["branches"] == ["main"] and "refs/heads/main" in caller["jobs"]["apply"]["if"]
+    called = load("reusable-apply.yml")
+    assert set(called["on"]) == {"workflow_call"}  # nothing but a caller on main can start it
+    (job,) = called["jobs"].values()
+    assert "litellm-admin" in job["environment"]
 
 
 def test_pull_request_plan_runs_no_code_from_the_pull_request():
-    doc = load("roster-plan.yml")
-    assert set(doc["on"]) == {"pull_request_target"}  # this file as it is on the base branch
-    assert doc["permissions"] == {}
+    caller = load("roster-plan.yml")
+    assert set(caller["on"]) == {"pull_request_target"}  # this file as it is on the base branch
+    assert not (caller["on"]["pull_request_target"] or {}).get("paths")  # every pull request: it may be required
+    assert caller["permissions"] == {}
+    assert caller["jobs"]["plan"]["with"]["tool-ref"] == "${{ github.event.pull_request.base.sha }}"
+    doc = load("reusable-plan.yml")
     plan = doc["jobs"]["plan"]
-    checkout = next(s for s in plan["steps"] if "actions/checkout" in s.get("uses", ""))
-    assert checkout["with"] == {"ref": "${{ github.event.pull_request.base.sha }}", "persist-credentials": False}
+    checkouts = [s for s in plan["steps"] if "actions/checkout" in s.get("uses", "")]
+    assert checkouts[0]["with"] == {"ref": "${{ github.event.pull_request.base.sha }}", "persist-credentials": False}
+    assert checkouts[1]["with"] == {"repository": "${{ inputs.tool-repository }}", "ref": "${{ inputs.tool-ref }}",
+                                    "path": ".tool", "persist-credentials": False}  # the pinned tool
     scripts = "\n".join(s.get("run", "") for s in plan["steps"])
     assert "checkout" not in scripts and "git show" in scripts  # the pull request's files are read as data
     install = scripts.index("pip install")
     assert install < scripts.index("fetch --no-tags")  # the tool is installed before anything is taken from the PR
-    assert not (doc["on"]["pull_request_target"] or {}).get("paths")  # every pull request: it may be required
     assert "No roster change in this pull request" in scripts
     assert "plan failed" in scripts and doc["jobs"]["comment"]["if"].startswith("always()")  # failures replace it
     assert plan["permissions"] == {"contents": "read"}
-    secrets = set(re.findall(r"secrets\.(\w+)", (WORKFLOWS / "roster-plan.yml").read_text()))
-    assert secrets == {"LITELLM_VIEWER_KEY", "RECONCILE_PROOF_KEY"}  # the proof key checks proofs; no PR code runs
+    for name in ("roster-plan.yml", "reusable-plan.yml"):
+        secrets = set(re.findall(r"secrets\.(\w+)", (WORKFLOWS / name).read_text()))
+        assert secrets == {"LITELLM_VIEWER_KEY", "RECONCILE_PROOF_KEY"}  # the proof key checks proofs; no PR code runs
     comment = doc["jobs"]["comment"]
     assert comment["permissions"] == {"pull-requests": "write"}
     assert all("run" not in s for s in comment["steps"])  # the job that can write runs no repository code
@@ -87,15 +95,16 @@ def lock(name: str) -> dict[str, tuple[str, list[str]]]:
 def test_workflows_that_hold_a_credential_install_only_hash_checked_pins():
     """The apply job holds the master key: a compromised release of any dependency published after review must not
     reach it, so every package comes from a lock with hashes (and the tool itself from the checkout)."""
-    for name in ("roster-plan.yml", "roster-apply.yml", "roster-drift.yml"):
+    for name in ("reusable-plan.yml", "reusable-apply.yml", "reusable-drift.yml"):
         installs = [line.strip() for _, _, step in steps(load(name)) for line in step.get("run", "").splitlines()
                     if "pip install" in line]
         assert installs, name
         for line in installs:
-            assert line in (f"pip install --require-hashes --no-deps -r requirements/{lock_name}.txt"
+            assert line in (f"pip install --require-hashes --no-deps -r .tool/requirements/{lock_name}.txt"
                             for lock_name in ("plan", "apply")) or line == \
-                "pip install --no-deps --no-build-isolation .", (name, line)
-    assert "requirements/plan.txt" in (WORKFLOWS / "roster-plan.yml").read_text()  # a plan needs no sops
+                "pip install --no-deps --no-build-isolation ./.tool", (name, line)
+        assert 'TOOL_REF" =~ ^[0-9a-f]{40}$' in (WORKFLOWS / name).read_text()  # a commit, never a branch or tag
+    assert ".tool/requirements/plan.txt" in (WORKFLOWS / "reusable-plan.yml").read_text()  # a plan needs no sops
 
 
 def test_locks_pin_what_pyproject_asks_for():
@@ -116,7 +125,7 @@ def test_no_checkout_keeps_credentials_unless_it_pushes():
     for name, doc in all_workflows().items():
         for job_name, _, step in steps(doc):
             if "actions/checkout" in step.get("uses", ""):
-                pushes = name == "roster-apply.yml"
+                pushes = name == "reusable-apply.yml" and "path" not in step["with"]  # the roster, not the tool
                 assert step.get("with", {}).get("persist-credentials") is pushes, (name, job_name)
 
 
@@ -138,7 +147,7 @@ def test_plan_job_command_with_a_viewer_key_against_litellm(tmp_path, litellm, p
     viewer = litellm.http.post("/key/generate", json={"user_id": "ci-viewer"}).json()["key"]
     ws = Workspace(tmp_path, litellm.url, people)
     ws.write_roster([{"name": "jane"}, {"name": "john"}])
-    step = next(s for _, _, s in steps(load("roster-plan.yml")) if s.get("name") == "plan (read-only credential)")
+    step = next(s for _, _, s in steps(load("reusable-plan.yml")) if s.get("name") == "plan (read-only credential)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "RECONCILE_"))}
     env.update({"LITELLM_VIEWER_KEY": viewer, "LITELLM_PROXY_URL": litellm.url,
                 "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"})

@@ -1,0 +1,104 @@
+"""reconcile init: a roster-only repository whose workflows call the tool's reusable workflows, pinned to a commit;
+and the reusable plan workflow's own scripts, run as written in such a repository against the sandbox (no GitHub:
+the pull request's head is fetched from a local repository)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import BIN, MASTER, RECONCILE, recipient_of
+
+REF = "0123456789abcdef0123456789abcdef01234567"
+REUSABLE = Path(__file__).parents[1] / ".github" / "workflows"
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def git(repo: Path, *args: str) -> str:
+    done = run("git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_init_writes_a_roster_repository_pinned_to_one_commit(tmp_path):
+    done = run(RECONCILE, "init", str(tmp_path / "roster"), "--tool-repo", "acme/litellm-roster", "--ref", REF,
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "roster"
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == sorted([
+        ".github/workflows/roster-apply.yml", ".github/workflows/roster-drift.yml",
+        ".github/workflows/roster-plan.yml", ".gitignore", "README.md", "keys/.gitkeep", "roster.schema.json",
+        "roster.yaml"])
+    assert run(RECONCILE, "validate", "--offline", cwd=root).returncode == 0  # valid as it is
+    for name in ("plan", "apply", "drift"):
+        doc = yaml.safe_load((root / ".github" / "workflows" / f"roster-{name}.yml").read_text())
+        (job,) = doc["jobs"].values()
+        assert job["uses"] == f"acme/litellm-roster/.github/workflows/reusable-{name}.yml@{REF}"
+        assert job["with"]["tool-repository"] == "acme/litellm-roster" and job["with"]["tool-ref"] == REF
+        assert (REUSABLE / f"reusable-{name}.yml").exists()  # what they call exists in the tool's repository
+    assert REF in (root / "README.md").read_text() and ".env" in (root / ".gitignore").read_text()
+    for tool, args in (("check-jsonschema", ["--builtin-schema", "vendor.github-workflows"]),
+                       ("zizmor", ["--offline", "--quiet"])):
+        if (BIN / tool).exists():
+            checked = run(str(BIN / tool), *args, *map(str, (root / ".github" / "workflows").glob("*.yml")), cwd=root)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+    again = run(RECONCILE, "init", str(root), "--ref", REF, cwd=tmp_path)
+    assert again.returncode == 1 and "pass --overwrite" in again.stderr
+    branch = run(RECONCILE, "init", str(tmp_path / "other"), "--ref", "main", cwd=tmp_path)
+    assert branch.returncode == 1 and "is not a full commit SHA" in branch.stderr
+
+
+def _step(name: str) -> str:
+    doc = yaml.safe_load((REUSABLE / "reusable-plan.yml").read_text())
+    return next(s["run"] for s in doc["jobs"]["plan"]["steps"] if s.get("name") == name)
+
+
+@pytest.fixture
+def roster_repo(tmp_path) -> Path:
+    origin = tmp_path / "origin"
+    assert run(RECONCILE, "init", str(origin), "--ref", REF, cwd=tmp_path).returncode == 0
+    git(origin, "init", "-q", "-b", "main")
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "init")
+    return origin
+
+
+def test_the_plan_workflow_runs_in_a_roster_repository(roster_repo, sandbox, tmp_path):
+    base = git(roster_repo, "rev-parse", "HEAD")
+    git(roster_repo, "checkout", "-q", "-b", "docs")
+    (roster_repo / "NOTES.md").write_text("no roster change\n")
+    git(roster_repo, "add", "-A")
+    git(roster_repo, "commit", "-q", "-m", "docs")
+    docs = git(roster_repo, "rev-parse", "HEAD")
+    git(roster_repo, "checkout", "-q", "-b", "jane", base)
+    text = (roster_repo / "roster.yaml").read_text().replace(
+        "developers: []\n", f"developers:\n  - name: jane\n    recipient: {recipient_of('jane')}\n")
+    (roster_repo / "roster.yaml").write_text(text)
+    git(roster_repo, "commit", "-q", "-am", "add jane")
+    head = git(roster_repo, "rev-parse", "HEAD")
+
+    def plan_job(head_sha: str) -> str:
+        work = tmp_path / f"work-{head_sha[:7]}"
+        git(tmp_path, "clone", "-q", str(roster_repo), str(work))
+        git(work, "checkout", "-q", base)  # the base branch, as the job checks it out
+        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "HEAD_SHA": head_sha,
+               "HEAD_REPO": f"file://{roster_repo}", "BASE_SHA": base, "TOKEN": "not-a-token",
+               "GITHUB_ENV": str(work / "github.env")}
+        fetched = run("bash", "-e", "-c", _step("take the roster and key files from the pull request, as data"),
+                      cwd=work, env=env)
+        assert fetched.returncode == 0, fetched.stderr
+        unchanged = "unchanged=true" in ((work / "github.env").read_text() if (work / "github.env").exists() else "")
+        if not unchanged:
+            planned = run("bash", "-e", "-c", _step("plan (read-only credential)"), cwd=work, env={
+                **env, "LITELLM_VIEWER_KEY": MASTER, "LITELLM_PROXY_URL": sandbox.url})
+            assert planned.returncode == 0, planned.stderr
+        return (work / "plan.md").read_text()
+
+    assert "No roster change in this pull request" in plan_job(docs)
+    plan = plan_job(head)
+    assert "**Plan: 1 to create, 0 to rotate, 0 to update, 0 to delete. Users: 1 to create" in plan, plan
