@@ -100,6 +100,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     selection(p)
     p.add_argument("--plan", metavar="PLAN_JSON", help="apply only if the fresh plan is this reviewed one")
     p.add_argument("--checksum", metavar="HEX", help="apply only if the fresh plan has this checksum")
+    p.add_argument("--github", action="store_true",
+                   help="in the apply workflow: apply only the plan reviewed on the merged pull request of "
+                        "GITHUB_SHA, and comment the results there (GITHUB_TOKEN, GITHUB_REPOSITORY)")
     p.add_argument("--force", action="store_true", help="apply past the brakes and the high-risk checks")
     p.add_argument("--max-share", type=float, metavar="FRACTION",
                    help="brake: most deletes, rotations or updates as a share of managed keys, above 10 keys "

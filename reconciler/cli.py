@@ -146,15 +146,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     sops = Sops()  # a missing or old sops is an error before anything is asked of the proxy
     stop = threading.Event()
-    with _session(args, admin=True) as session, _interruptible(stop) as caught:
+    with _session(args, admin=True) as session, _interruptible(stop) as caught, _on_github(args, session) as pull:
         brakes = Brakes.for_roster(session.roster, max_share=args.max_share, max_count=args.max_count)
         result = session.apply(
             _options(args, session.roster), sops, lock_timeout=args.lock_timeout, reviewed_file=args.plan,
-            checksum=args.checksum, brakes=brakes, force=args.force,
+            checksum=pull.checksum if pull else args.checksum, brakes=brakes, force=args.force,
             audit_path=Path(args.audit_log) if args.audit_log else None, stop=stop,
             on_plan=lambda plan: out(render(plan, "text", roster=_label(session), proxy_url=session.proxy_url)),
             on_outcome=lambda o: out(f"{'ok' if o.ok else 'FAILED':>6}  {o.change.symbol:<3} {o.change.name}: "
                                      f"{o.change.kind}" + (f": {o.message}" if o.message else "") + "\n"))
+        if pull:
+            pull.report(result)
     if result.outcomes or result.not_started:
         counts = f"{len(result.outcomes) - len(result.failed)} done, {len(result.failed)} failed"
         if caught:
@@ -164,6 +166,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if result.conflicts:
         out(f"{len(result.conflicts)} conflict(s) left unresolved: {', '.join(result.conflicts)}\n")
     return 1 if result.failed or result.conflicts else 0
+
+
+@contextmanager
+def _on_github(args: argparse.Namespace, session: Any) -> Iterator[Any]:
+    """apply --github: the merged pull request's reviewed plan is the one applied, and the results go back to it.
+    Yields None where there is no merged pull request (a schedule, a manual run)."""
+    if not args.github:
+        yield None
+        return
+    from .github import ReviewedPull
+
+    if args.checksum or args.plan:
+        raise ConfigError("--github takes the reviewed checksum from the merged pull request; drop --checksum and "
+                          "--plan (a manual run passes --checksum without --github)")
+    pull = ReviewedPull.find(os.environ.get("GITHUB_SHA", ""), session.roster, _label(session))
+    try:
+        yield pull
+    except ReconcileError as exc:
+        if pull is not None:
+            pull.refused(exc)
+        raise
+    finally:
+        if pull is not None:
+            pull.close()
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from .plan import Plan
 
@@ -129,3 +130,33 @@ def render(plan: Plan, fmt: str, *, roster: str, proxy_url: str, others: bool = 
     if fmt == "markdown":
         return markdown(plan, roster=roster, proxy_url=proxy_url, others=others, brakes=brakes)
     return text(plan, roster=roster, proxy_url=proxy_url)
+
+
+def apply_report(result: Any, roster: Any, label: str, sha: str) -> str:
+    """The results comment on the merged pull request: each change's outcome, and who has a key to fetch (with the
+    command, never a secret). result: session.ApplyResult."""
+    from .github import RESULT_MARKER
+
+    done = len(result.outcomes) - len(result.failed)
+    out = [RESULT_MARKER, f"### litellm-roster apply for {markdown_cell(label)} at `{sha[:12]}`", "",
+           f"**{done} done, {len(result.failed)} failed" + (f", {result.not_started} not started" if
+                                                            result.not_started else "") + ".**", ""]
+    if result.outcomes:
+        out += ["| | developer | change | result |", "|---|---|---|---|"]
+        out += [f"| `{o.change.symbol}` | {markdown_cell(o.change.name)} | {o.change.kind} | "
+                f"{'ok' if o.ok else 'FAILED: ' + markdown_cell(o.message)} |" for o in result.outcomes[:200]]
+        if len(result.outcomes) > 200:
+            out.append(f"| | | | …and {len(result.outcomes) - 200} more: the job's log has them |")
+        out.append("")
+    ready = sorted({o.change.name for o in result.outcomes if o.ok and o.change.kind in ("create", "rotate")})
+    if ready:
+        env = f" --environment {roster.environment}" if roster.environment else ""
+        out += ["**New keys to fetch** (after `git pull`; no key is ever posted):", ""]
+        for name in ready:
+            dev = roster.developer(name)
+            who = f"@{dev.github}" if dev is not None and dev.github else markdown_cell(name)
+            out.append(f"- {who}: `reconcile key {name}{env}`")
+        out.append("")
+    if result.conflicts:
+        out += [f"Conflicts left for a decision: {markdown_cell(', '.join(result.conflicts))}", ""]
+    return "\n".join(out) + "\n"

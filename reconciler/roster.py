@@ -87,6 +87,7 @@ class Developer:
     rotate: datetime | None = None  # the developer's own, or defaults.rotate, whichever is later
     disabled: bool = False
     team: str | None = None  # the developer's own, or defaults.team
+    github: str | None = None  # their GitHub login: mentioned when their key is ready
 
     def rotation_requested(self, issued: datetime | None) -> bool:
         """The developer's (or everyone's) rotate: names an instant after a key issued then."""
@@ -609,6 +610,7 @@ def _developer(dev: dict, defaults: dict) -> Developer:
         rotate=max(rotates) if rotates else None,
         disabled=bool(dev.get("disabled", False)),
         team=dev.get("team", defaults.get("team")),
+        github=dev.get("github"),
     )
 
 
