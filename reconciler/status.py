@@ -126,4 +126,23 @@ def render_status(rows: list[StatusRow], fmt: str, teams: list[TeamRow] | None =
             [[t.team, t.state, _money(t.spend, t.max_budget), t.budget_duration or "",
               ", ".join(f"{m['developer']} {_money(m['spend'], m['budget'])}" for m in t.members)] for t in teams],
             fmt)]
+    if fmt == "markdown":  # GitHub renders Mermaid: the job summary shows spend beside the tables
+        lines += _chart("Developers: spend and budget (USD)", [(r.developer, r.spend, r.max_budget) for r in rows
+                                                               if r.spend is not None and r.state != "retiring"])
+        lines += _chart("Teams: spend and budget (USD)", [(t.team, t.spend, t.max_budget) for t in teams
+                                                          if t.spend is not None])
     return "\n".join(lines) + "\n"
+
+
+CHART_BARS = 40  # the most a chart shows: the biggest spenders
+
+
+def _chart(title: str, points: list[tuple[str, float | None, float | None]]) -> list[str]:
+    """A Mermaid xychart-beta: spend as bars, budget as a line (0 where there is none)."""
+    points = sorted(points, key=lambda p: -(p[1] or 0))[:CHART_BARS]
+    if not points:
+        return []
+    labels = ", ".join(f'"{name}"' for name, _, _ in points)  # roster names: lowercase letters, digits, hyphens
+    return ["", "```mermaid", "xychart-beta", f'  title "{title}"', f"  x-axis [{labels}]", '  y-axis "USD"',
+            f"  bar [{', '.join(f'{spend or 0:g}' for _, spend, _ in points)}]",
+            f"  line [{', '.join(f'{budget or 0:g}' for _, _, budget in points)}]", "```"]

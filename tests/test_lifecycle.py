@@ -175,3 +175,18 @@ def test_status_report(workspace, sandbox):
     text = workspace.run("status").stdout
     assert text.splitlines()[0].split()[:3] == ["developer", "state", "alias"]
     assert "| developer | state |" in workspace.run("status", "--format", "markdown").stdout
+
+
+def test_status_charts_spend_against_budget(workspace, sandbox):
+    """The markdown status (the drift job's summary) draws each developer's spend against their budget as a Mermaid
+    xychart, biggest spenders first."""
+    import hashlib
+
+    workspace.write_roster([{"name": "jane", "max_budget": 50}, {"name": "john", "max_budget": 20}])
+    assert workspace.run("apply").rc == 0
+    sandbox.store.rows[hashlib.sha256(workspace.decrypt("john").encode()).hexdigest()]["spend"] = 12.5
+    chart = workspace.run("status", "--format", "markdown").stdout.split("```mermaid\n")[1].split("```")[0]
+    assert chart.splitlines() == ["xychart-beta", '  title "Developers: spend and budget (USD)"',
+                                  '  x-axis ["john", "jane"]', '  y-axis "USD"', "  bar [12.5, 0]",
+                                  "  line [20, 50]"]
+    assert "mermaid" not in workspace.run("status").stdout
