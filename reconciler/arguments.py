@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Callable
 
@@ -30,6 +31,13 @@ sops finds your identity in ~/.config/sops/age/keys.txt, SOPS_AGE_KEY_FILE, SOPS
 SOPS_AGE_SSH_PRIVATE_KEY_FILE. A new laptop: make a new identity and put its public key in the roster as your
 recipient (the old laptop's identity can still read your old key file, so rotate: is not enough on its own).
 Exit 0: the key works and the env file holds it; 1: nothing was written, and the message says why."""
+
+
+def _checksum(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plan checksum: copy the 64 hex characters after "
+                                         "'Checksum:' in the reviewed plan")
+    return text.strip()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,10 +78,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                            help="confirm the roster's proxy.kubernetes (beats LITELLM_PROXY_KUBE)")
 
     def selection(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--only", nargs="+", metavar="NAME", help="limit to these developers")
+        p.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="limit to these developers")
         p.add_argument("--no-delete", action="store_true", help="never delete keys or key files")
-        p.add_argument("--adopt", nargs="+", metavar="NAME", help="take over these hand-made keys in place")
-        p.add_argument("--replace", nargs="+", metavar="NAME", help="rotate these hand-made keys into delivered ones")
+        p.add_argument("--adopt", nargs="+", action="extend", metavar="NAME",
+                       help="take over these hand-made keys in place")
+        p.add_argument("--replace", nargs="+", action="extend", metavar="NAME",
+                       help="rotate these hand-made keys into delivered ones")
         p.add_argument("--restore", action="store_true",
                        help="after the proxy lost its keys: register again the secrets of key files whose proof "
                             "verifies (apply needs an admin identity in SOPS_AGE_KEY_FILE)")
@@ -99,11 +109,14 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     proxy(p)
     selection(p)
     p.add_argument("--plan", metavar="PLAN_JSON", help="apply only if the fresh plan is this reviewed one")
-    p.add_argument("--checksum", metavar="HEX", help="apply only if the fresh plan has this checksum")
+    p.add_argument("--checksum", metavar="HEX", type=_checksum, help="apply only if the fresh plan has this checksum")
     p.add_argument("--github", action="store_true",
                    help="in the apply workflow: apply only the plan reviewed on the merged pull request of "
                         "GITHUB_SHA, and comment the results there (GITHUB_TOKEN, GITHUB_REPOSITORY)")
     p.add_argument("--force", action="store_true", help="apply past the brakes and the high-risk checks")
+    p.add_argument("--simulated-clock", action="store_true",
+                   help="act as of RECONCILE_NOW (a simulated clock: grace ends, expiries and rotations fall due "
+                        "then); without this flag apply refuses to run while RECONCILE_NOW is set")
     p.add_argument("--max-share", type=float, metavar="FRACTION",
                    help="brake: most deletes, rotations or updates as a share of managed keys, above 10 keys "
                         "(default: RECONCILE_MAX_SHARE, else 0.30; keys.brakes.max_share may only lower it)")

@@ -144,6 +144,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from .render import render
     from .safety import Brakes
 
+    if os.environ.get("RECONCILE_NOW") and not args.simulated_clock:
+        raise ConfigError(f"RECONCILE_NOW={os.environ['RECONCILE_NOW']} is set: apply would act as of that time "
+                          "(deleting keys whose grace ends then, expiring developers early); unset it, or pass "
+                          "--simulated-clock if that is what you mean")
     sops = Sops()  # a missing or old sops is an error before anything is asked of the proxy
     stop = threading.Event()
     with _session(args, admin=True) as session, _interruptible(stop) as caught, _on_github(args, session) as pull:

@@ -527,6 +527,13 @@ def diff_keys(ctx: KeyContext, desired: dict[str, Desired], seen: Classified, fi
         action = _developer_change(ctx, dev, want, current.get(name), handmade.get(name), files.get(name), olds)
         if not isinstance(action, Rotate):  # a rotation drops every rotated-out key itself
             changes.extend(_retiring_changes(roster, want, olds, now, ctx.proofs))
+        file = files.get(name)
+        if isinstance(action, Rotate) and action.revocation and file and file.recipients == frozenset(want.recipients):
+            warnings.append(f"{name}: rotate: re-issues the key to the same recipient; if the identity behind it was "
+                            "lost (a laptop), change the recipient too, or whoever has it reads the new key")
+        if name in ctx.options.replace and handmade.get(name) is None:
+            warnings.append(f"{name}: --replace applies to a key made by hand, and {name}'s key is the tool's; to "
+                            "re-issue it, set rotate: in the roster")
         if action is not None:
             changes.append(action)
         if want.expires is not None and want.expires - now <= roster.keys.expiry_warning:

@@ -40,6 +40,7 @@ class Plan:
     revoked: int = 0  # keys under roster users that the tool did not issue: revoked by this plan
     proofs: Proofs = NO_PROOFS
     environment: str | None = None
+    simulated: bool = False  # planned as of RECONCILE_NOW, not the real time
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -159,6 +160,9 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     context = KeyContext(roster, options, proxy_url, {i: n for n, i in team_ids.items()}, proofs, now,
                          frozenset(k.token for k in live))
     changes, warnings, expiring = diff_keys(context, desired, seen, files, waiting | alias_held, selected, live)
+    known = {d.name for d in roster.developers} | set(seen.current) | set(seen.retiring) | set(files)
+    warnings += [f"--only {name}: no developer, key or key file of that name" for name in sorted(
+        (options.only or frozenset()) - known)]
     revoked = {c.key.token for c in user_changes if isinstance(c, Revoke)}
     changes = [c for c in changes if not (isinstance(c, Conflict) and c.key is not None and c.key.token in revoked)]
     changes += [c for c in user_changes if selected(c.name)]

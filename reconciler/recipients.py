@@ -67,6 +67,9 @@ def recipient_problem(recipient: str) -> str | None:
         name_len = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
         if raw[4 : 4 + name_len].decode("ascii", "replace") != kind:
             return f"SSH public key body does not match its type {kind}; copy the whole line of your .pub file"
+        if kind == "ssh-ed25519" and len(raw) != 51:  # the type, then one 32-byte key, each with its length
+            return "SSH public key is truncated (an ssh-ed25519 key is 68 characters of base64); copy the whole " \
+                   "line of your .pub file"
         return None
     return "not an age or SSH public key; use the age1... line from age-keygen -y, or an ssh-ed25519 public key"
 

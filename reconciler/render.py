@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from .plan import Plan
+from .timeutil import iso
 
 MARKDOWN_FOLD_AFTER = 20  # longer plans go inside <details> so the comment stays readable
 
@@ -20,7 +21,10 @@ def header(plan: Plan) -> str:
         text_ += " are never touched"
     if plan.revoked:
         text_ += f"; {plan.revoked} key(s) under the developers' LiteLLM users that the tool did not issue are revoked"
-    return f"{text_}; {plan.proofs.header()}"
+    text_ += f"; {plan.proofs.header()}"
+    if plan.simulated:
+        text_ += f"; SIMULATED CLOCK: as of {iso(plan.now)} (RECONCILE_NOW), not now"
+    return text_
 
 
 def text(plan: Plan, *, roster: str, proxy_url: str) -> str:

@@ -69,7 +69,9 @@ class Settings:
         REDACT.add(env.get("LITELLM_MASTER_KEY"), env.get("LITELLM_VIEWER_KEY"))
         return cls(proxy_url=proxy_url or env.get("LITELLM_PROXY_URL") or None,
                    kube_target=kube_target or env.get("LITELLM_PROXY_KUBE") or None, kube_context=kube_context,
-                   master_key=env.get("LITELLM_MASTER_KEY", ""), viewer_key=env.get("LITELLM_VIEWER_KEY", ""),
+                   # A key pasted with its newline is the same key (as a header value it would be refused).
+                   master_key=env.get("LITELLM_MASTER_KEY", "").strip(),
+                   viewer_key=env.get("LITELLM_VIEWER_KEY", "").strip(),
                    header_vars=frozenset(v for v in re.split(r"[\s,]+", env.get("RECONCILE_HEADER_VARS", "")) if v),
                    ca_bundle=ca_bundle, timeout=timeout, actor=actor(), now=env.get("RECONCILE_NOW") or None,
                    prover=Prover.from_environment())
@@ -127,6 +129,9 @@ def _confirmed_kube(roster: Roster, settings: Settings, *, service: bool) -> Non
 
 
 def _confirmed_url(roster: Roster, settings: Settings) -> str | None:
+    if settings.proxy_url and settings.proxy_url.rstrip("/").endswith("/v1"):
+        raise ConfigError(f"the proxy URL {settings.proxy_url} ends in /v1: name the proxy itself "
+                          f"({settings.proxy_url.rstrip('/')[:-3]}); the tool adds each route's path")
     if settings.proxy_url:
         if roster.proxy_url and normalize_url(roster.proxy_url) != normalize_url(settings.proxy_url):
             raise ConfigError(f"{roster.path}: proxy.url is {roster.proxy_url}, but the operator named "
@@ -287,6 +292,7 @@ class Session:
         plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
                     options=options, teams=teams, users=users, prover=self.settings.prover, legacy=legacy)
         warning = version_warning(version)
+        plan = replace(plan, simulated=bool(self.settings.now))
         return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan
 
     # ------------------------------------------------------------ writes

@@ -54,7 +54,10 @@ def parse_instant(value: str, *, end_of_day: bool) -> datetime:
         day = date.fromisoformat(text)
         at = time(23, 59, 59) if end_of_day else time(0, 0, 0)
         return datetime.combine(day, at, tzinfo=timezone.utc)
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+    text = text.replace("Z", "+00:00").replace(" ", "T", 1)
+    # Python 3.10's fromisoformat reads only 3 or 6 digits of a fraction (3.11 reads any): pad or cut to 6.
+    text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+    parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)

@@ -33,7 +33,7 @@ def test_rotation_after_age_with_grace_overlap(workspace, sandbox):
     plan = workspace.run("plan", env=env)
     assert "+/- jane" in plan.stdout and "rotate: older than 30d: issued" in plan.stdout
     assert "Plan: 0 to create, 1 to rotate, 0 to update, 0 to delete." in plan.stdout
-    assert workspace.run("apply", env=env).rc == 0
+    assert workspace.run("apply", "--simulated-clock", env=env).rc == 0
     new = workspace.decrypt("jane")
     assert new != old
     assert sandbox_models(sandbox.url, old) == sandbox_models(sandbox.url, new) == [OPUS, SONNET]  # both work
@@ -45,7 +45,7 @@ def test_rotation_after_age_with_grace_overlap(workspace, sandbox):
     assert sandbox_models(sandbox.url, old) == 401  # LiteLLM itself stops the old key when grace ends
     plan = workspace.run("plan", env=env)
     assert "delete: grace ended" in plan.stdout
-    assert workspace.run("apply", env=env).rc == 0
+    assert workspace.run("apply", "--simulated-clock", env=env).rc == 0
     assert [r["key_alias"] for r in managed_keys(sandbox)] == ["claude-code-jane"]
     assert sandbox_models(sandbox.url, new) == [OPUS, SONNET]
     assert workspace.run("plan", "--detailed-exitcode", env=env).rc == 0
@@ -101,7 +101,7 @@ def test_expiry_set_moved_and_passed(workspace, sandbox):
     assert sandbox_models(sandbox.url, secret) == 401  # expired keys stay listed but do not work
     plan = workspace.run("plan", env=env)
     assert "delete: access expired" in plan.stdout
-    assert workspace.run("apply", env=env).rc == 0
+    assert workspace.run("apply", "--simulated-clock", env=env).rc == 0
     assert managed_keys(sandbox) == [] and not (workspace.keys / "jane.sops.yaml").exists()
 
 

@@ -51,16 +51,16 @@ def test_disabled_blocks_every_key_and_grace_zero_ends_overlap(workspace, sandbo
     assert workspace.run("apply").rc == 0
     old = workspace.decrypt("jane")
     env = advance(workspace, sandbox, 30 * DAY + 60)
-    assert workspace.run("apply", env=env).rc == 0  # scheduled rotation: the old key keeps its grace
+    assert workspace.run("apply", "--simulated-clock", env=env).rc == 0  # scheduled: the old key keeps its grace
     new = workspace.decrypt("jane")
     assert sandbox_models(sandbox.url, old) == [OPUS, SONNET]
     workspace.write_roster([{"name": "jane", "disabled": True}], grace="7d", rotate_after="30d")
     plan = workspace.run("plan", env=env)
     assert "claude-code-jane--retiring" in plan.stdout and "blocked: false -> true" in plan.stdout
-    assert workspace.run("apply", env=env).rc == 0
+    assert workspace.run("apply", "--simulated-clock", env=env).rc == 0
     assert sandbox_models(sandbox.url, old) == sandbox_models(sandbox.url, new) == 401
     workspace.write_roster([{"name": "jane"}], grace="0", rotate_after="30d")
-    assert workspace.run("apply", env=env).rc == 0
+    assert workspace.run("apply", "--simulated-clock", env=env).rc == 0
     assert [r["key_alias"] for r in managed_keys(sandbox)] == ["claude-code-jane"]  # grace 0: overlap ends now
     assert sandbox_models(sandbox.url, new) == [OPUS, SONNET]
 

@@ -253,7 +253,7 @@ def test_a_squatted_retiring_alias_does_not_stop_rotations(ws, target):
     plan = ws.run("plan", env=later)
     assert f"holds claude-code-john--retiring, the alias a rotated-out key takes; this one is renamed " \
            f"claude-code-john--retiring-{old[:8]} instead" in plan.stdout, plan.stdout
-    applied = ws.run("apply", env=later)
+    applied = ws.run("apply", "--simulated-clock", env=later)
     assert applied.rc == 0, applied.stdout + applied.stderr
     assert target.row(squat)["key_alias"] == "claude-code-john--retiring"  # the squatter's key is not touched
     assert [r["key_alias"] for r in target.rows().values() if r["token"] == old] == \

@@ -139,7 +139,7 @@ def test_turning_proofs_on_gives_existing_keys_their_proofs_without_new_secrets(
     first = ws.decrypt("jane")
     ws.write_roster(team, grace="1d", rotate_after="90d")  # a rotation leaves rotated-out keys
     later = {**off, "RECONCILE_NOW": iso(utcnow() + timedelta(days=91))}
-    assert ws.run("apply", "--force", env=later).rc == 0  # every key rotates: past the brakes
+    assert ws.run("apply", "--force", "--simulated-clock", env=later).rc == 0  # every key rotates: past the brakes
     assert "proofs are off (RECONCILE_PROOF_KEY is not set): nothing is adopted or restored" in \
         ws.run("plan", env=off).stdout
     before = ws.decrypt("jane")

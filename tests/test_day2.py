@@ -1,0 +1,68 @@
+"""Day-2 habits: a simulated clock never acts by accident, input that used to pass or fail obscurely gets a clear
+line, and the plan warns where an operator would otherwise be surprised."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import timedelta
+
+from reconciler.recipients import recipient_problem
+from reconciler.timeutil import iso, parse_instant, utcnow
+
+
+def test_a_simulated_clock_is_named_and_never_applied_by_accident(workspace, sandbox):
+    workspace.write_roster([{"name": "jane"}])
+    later = workspace.env(RECONCILE_NOW=iso(utcnow() + timedelta(days=3)))
+    plan = workspace.run("plan", env=later)
+    assert "SIMULATED CLOCK: as of " in plan.stdout.splitlines()[0]
+    refused = workspace.run("apply", env=later)
+    assert refused.rc == 1 and "RECONCILE_NOW=" in refused.stderr and "--simulated-clock" in refused.stderr
+    assert not sandbox.store.rows
+    assert workspace.run("apply", "--simulated-clock", env=later).rc == 0
+    assert "SIMULATED" not in workspace.run("plan").stdout
+
+
+def test_input_that_used_to_slip_through_gets_one_clear_line(workspace, sandbox):
+    workspace.write_roster([{"name": "jane"}, {"name": "john"}])
+    bad = workspace.run("apply", "--checksum", "abc123")
+    assert bad.rc == 1 and "'abc123' is not a plan checksum" in bad.stderr
+    v1 = workspace.run("plan", env=workspace.env(LITELLM_PROXY_URL=sandbox.url + "/v1"))
+    assert v1.rc == 1 and f"ends in /v1: name the proxy itself ({sandbox.url})" in v1.stderr
+    newline = workspace.env()
+    newline["LITELLM_MASTER_KEY"] += "\n"  # pasted with its newline
+    assert workspace.run("apply", env=newline).rc == 0
+    nobody = workspace.run("plan", "--only", "nobody")
+    assert "--only nobody: no developer, key or key file of that name" in nobody.stdout
+    replace = workspace.run("plan", "--replace", "jane")
+    assert "jane: --replace applies to a key made by hand, and jane's key is the tool's" in replace.stdout
+
+
+def test_only_accumulates_across_flags(workspace, sandbox):
+    workspace.write_roster([{"name": "jane"}, {"name": "john"}, {"name": "priya"}])
+    plan = workspace.run("plan", "--only", "jane", "--only", "john")
+    created = re.findall(r"^  \+ +(\S+) +create:", plan.stdout, re.M)
+    assert created == ["jane", "john"], plan.stdout  # before, only the last --only counted
+
+
+def test_rotate_to_the_same_recipient_warns(workspace, sandbox):
+    workspace.write_roster([{"name": "jane"}])
+    assert workspace.run("apply").rc == 0
+    workspace.write_roster([{"name": "jane", "rotate": iso(utcnow() + timedelta(minutes=1))}])
+    plan = workspace.run("plan")
+    assert "jane: rotate: re-issues the key to the same recipient; if the identity behind it was lost" in plan.stdout
+
+
+def test_a_truncated_ssh_recipient_and_fractional_seconds(tmp_path):
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    public = (tmp_path / "id.pub").read_text().split()
+    assert recipient_problem(" ".join(public[:2])) is None
+    assert "truncated" in recipient_problem(f"{public[0]} {public[1][:-8]}")
+    assert parse_instant("2027-03-31T09:00:00.5Z", end_of_day=False).microsecond == 500000  # 3.10 as 3.11
+
+
+def test_python_m_reconciler_is_the_command():
+    done = subprocess.run([sys.executable, "-m", "reconciler", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("reconcile ")
