@@ -129,12 +129,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan = session.plan(_options(args, session.roster))
         requests = session.client.stats.requests
     from .render import render
+    from .safety import Brakes
 
     others = os.environ.get("RECONCILE_COMMENT_DETAILS") == "1"
+    brakes = "; ".join(Brakes.for_roster(session.roster).problems(plan)) or None  # what apply would stop on
     if args.out:
         Path(args.out).write_text(REDACT(render(plan, "json", roster=_label(session), proxy_url=session.proxy_url,
-                                                others=others)), "utf-8")
-    out(render(plan, args.format, roster=_label(session), proxy_url=session.proxy_url, others=others))
+                                                others=others, brakes=brakes)), "utf-8")
+    out(render(plan, args.format, roster=_label(session), proxy_url=session.proxy_url, others=others,
+               brakes=brakes))
     log.info("%d requests to the proxy", requests)
     return 2 if args.detailed_exitcode and plan.changes else 0  # a conflict is something to do too
 

@@ -27,7 +27,7 @@ def header(plan: Plan) -> str:
     return text_
 
 
-def text(plan: Plan, *, roster: str, proxy_url: str) -> str:
+def text(plan: Plan, *, roster: str, proxy_url: str, brakes: str | None = None) -> str:
     out = [f"Plan for {roster} against {proxy_url}: {header(plan)}.", ""]
     for change in plan.changes:
         out.append(f"  {change.symbol:<3} {change.name:<24} {change.kind}: {change.reason}")
@@ -45,6 +45,8 @@ def text(plan: Plan, *, roster: str, proxy_url: str) -> str:
     out.append(plan.summary)
     if not plan.empty:
         out.append(f"Checksum: {plan.checksum}")
+    if brakes:
+        out.append(f"Apply would stop here: {brakes} (apply --force if this is intended)")
     return "\n".join(out) + "\n"
 
 
@@ -77,7 +79,7 @@ def markdown(plan: Plan, *, roster: str, proxy_url: str, others: bool = False, b
         out += [f"Checksum: `{plan.checksum}`", ""]
     out += [f"On {markdown_cell(proxy_url)}: {header(plan)}.", ""]
     if brakes:
-        out += [f"**Apply would stop here:** {markdown_cell(brakes)}", ""]
+        out += [f"**Apply would stop here:** {markdown_cell(brakes)} (apply `--force` if this is intended)", ""]
     if plan.high_risk:
         out += ["**High-risk changes** (apply needs `--force`, whatever the team size)", "",
                 *(f"- {markdown_cell(c.name)}: {markdown_cell(c.risk or '')}" for c in plan.high_risk), ""]
@@ -116,10 +118,10 @@ def _change_table(plan: Plan, others: bool, room: int) -> list[str]:
     return [*table, ""]
 
 
-def as_json(plan: Plan, *, others: bool = False) -> str:
+def as_json(plan: Plan, *, others: bool = False, brakes: str | None = None) -> str:
     """others: as for markdown. The JSON plan is a CI artifact, as public as the comment; without details a change
     about someone else's key or user keeps its kind and developer, and apply --plan still checks the checksum."""
-    data = plan.data
+    data = {**plan.data, "brakes": brakes}  # what apply would stop on: CI can fail at plan time
     if not others:
         data["changes"] = [{"kind": c.kind, c.subject: c.name, "details": "hidden: a key or user the tool does not "
                             "manage (RECONCILE_COMMENT_DETAILS=1 shows them)"} if c.about_others else c.data
@@ -130,10 +132,10 @@ def as_json(plan: Plan, *, others: bool = False) -> str:
 def render(plan: Plan, fmt: str, *, roster: str, proxy_url: str, others: bool = False,
            brakes: str | None = None) -> str:
     if fmt == "json":
-        return as_json(plan, others=others)
+        return as_json(plan, others=others, brakes=brakes)
     if fmt == "markdown":
         return markdown(plan, roster=roster, proxy_url=proxy_url, others=others, brakes=brakes)
-    return text(plan, roster=roster, proxy_url=proxy_url)
+    return text(plan, roster=roster, proxy_url=proxy_url, brakes=brakes)
 
 
 def apply_report(result: Any, roster: Any, label: str, sha: str) -> str:

@@ -66,3 +66,18 @@ def test_a_truncated_ssh_recipient_and_fractional_seconds(tmp_path):
 def test_python_m_reconciler_is_the_command():
     done = subprocess.run([sys.executable, "-m", "reconciler", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("reconcile ")
+
+
+def test_the_plan_says_when_apply_would_stop(workspace, sandbox):
+    """A brake found at plan time, in every view: text, the markdown comment, and the JSON plan CI can fail on."""
+    import json
+
+    team = [{"name": n} for n in ("jane", "john", "priya")]
+    workspace.write_roster(team)
+    assert workspace.run("apply").rc == 0
+    workspace.write_roster([{**d, "max_budget": 5} for d in team])  # every key updated: the "all of them" brake
+    text = workspace.run("plan", "--out", "plan.json")
+    assert "Apply would stop here: Too many updates: 3 of 3 managed keys (all of them)" in text.stdout, text.stdout
+    assert "**Apply would stop here:** Too many updates" in workspace.run("plan", "--format", "markdown").stdout
+    assert json.loads((workspace.root / "plan.json").read_text())["brakes"].startswith("Too many updates: 3 of 3")
+    assert workspace.run("apply").rc == 4  # as the plan said
