@@ -114,6 +114,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                    help="in the apply workflow: apply only the plan reviewed on the merged pull request of "
                         "GITHUB_SHA, and comment the results there (GITHUB_TOKEN, GITHUB_REPOSITORY)")
     p.add_argument("--force", action="store_true", help="apply past the brakes and the high-risk checks")
+    p.add_argument("--auto-approve", action="store_true",
+                   help="on a terminal, apply without asking for yes (CI never asks: it has no terminal)")
     p.add_argument("--simulated-clock", action="store_true",
                    help="act as of RECONCILE_NOW (a simulated clock: grace ends, expiries and rotations fall due "
                         "then); without this flag apply refuses to run while RECONCILE_NOW is set")

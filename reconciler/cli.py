@@ -159,7 +159,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
             _options(args, session.roster), sops, lock_timeout=args.lock_timeout, reviewed_file=args.plan,
             checksum=pull.checksum if pull else args.checksum, brakes=brakes, force=args.force,
             audit_path=Path(args.audit_log) if args.audit_log else None, stop=stop,
-            on_plan=lambda plan: out(render(plan, "text", roster=_label(session), proxy_url=session.proxy_url)),
+            on_plan=lambda plan: _confirm(args, plan, render(plan, "text", roster=_label(session),
+                                                             proxy_url=session.proxy_url)),
             on_outcome=lambda o: out(f"{'ok' if o.ok else 'FAILED':>6}  {o.change.symbol:<3} {o.change.name}: "
                                      f"{o.change.kind}" + (f": {o.message}" if o.message else "") + "\n"))
         if pull:
@@ -173,6 +174,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if result.conflicts:
         out(f"{len(result.conflicts)} conflict(s) left unresolved: {', '.join(result.conflicts)}\n")
     return 1 if result.failed or result.conflicts else 0
+
+
+def _confirm(args: argparse.Namespace, plan: Any, text: str) -> None:
+    """Show the plan; on a terminal, apply only after a typed yes (as terraform apply asks), unless --auto-approve."""
+    out(text)
+    if plan.empty or args.auto_approve or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return
+    out(f"\nApply these changes? Only 'yes' is accepted ({plan.summary}): ")
+    try:
+        answer = sys.stdin.readline().strip()
+    except KeyboardInterrupt:
+        answer = ""
+    if answer != "yes":
+        raise ConfigError("apply cancelled: nothing was changed")
 
 
 @contextmanager

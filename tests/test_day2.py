@@ -81,3 +81,47 @@ def test_the_plan_says_when_apply_would_stop(workspace, sandbox):
     assert "**Apply would stop here:** Too many updates" in workspace.run("plan", "--format", "markdown").stdout
     assert json.loads((workspace.root / "plan.json").read_text())["brakes"].startswith("Too many updates: 3 of 3")
     assert workspace.run("apply").rc == 4  # as the plan said
+
+
+def _on_a_terminal(workspace, *args: str, answer: str | None) -> tuple[int, str]:
+    """Run reconcile with a pseudo-terminal for stdin and stdout, typing `answer` when asked."""
+    import os
+    import pty
+    import select
+
+    from helpers import RECONCILE
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen([RECONCILE, *args], cwd=workspace.root, env=workspace.env(), stdin=slave,
+                               stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if answer is not None and b"Only 'yes' is accepted" in seen:
+            os.write(master, answer.encode() + b"\n")
+            answer = None
+    os.close(master)
+    output = seen.decode("utf-8", "replace")
+    workspace.outputs.append(output)
+    return process.wait(timeout=60), output
+
+
+def test_a_terminal_asks_before_applying(workspace, sandbox):
+    workspace.write_roster([{"name": "jane"}])
+    rc, output = _on_a_terminal(workspace, "apply", answer="no")
+    assert rc == 1 and "apply cancelled: nothing was changed" in output and not sandbox.store.rows
+    rc, output = _on_a_terminal(workspace, "apply", answer="yes")
+    assert rc == 0 and "Apply complete" in output and sandbox.store.rows
+    workspace.write_roster([{"name": "jane"}, {"name": "john"}])
+    rc, output = _on_a_terminal(workspace, "apply", "--auto-approve", answer=None)
+    assert rc == 0 and "Only 'yes'" not in output and "Apply complete" in output
