@@ -29,6 +29,7 @@ from .keys import (
     Create,
     Delete,
     MoveFile,
+    ReEncrypt,
     RemoveFile,
     Restore,
     Rotate,
@@ -314,6 +315,28 @@ class Applier:
         self._register_key(want, secret, self.clock())
         self._refresh_file(want, ("key_alias", "proxy_url", "models", "expires"), change.token)
         return self._verify(want, secret)
+
+    def _re_encrypt(self, change: ReEncrypt) -> str:
+        """The key file again, to the roster's (larger) set of recipients, with the same key: decrypted with apply's
+        own identity, checked against the key's hash, encrypted and proven like a new file; then any proxy fields."""
+        want, key = change.desired, change.key
+        path = self.path_for(want.name)
+        file = read_key_file(want.name, path)
+        if file.problem or file.token_sha256 != key.token:
+            raise ReconcileError(f"{path.name} changed since the plan; not re-encrypted (plan again)")
+        try:
+            secret = self.sops.decrypt(path)
+        except ReconcileError:
+            raise ReconcileError(f"cannot decrypt {path.name}: RECONCILE_REENCRYPT needs an identity that reads every "
+                                 "key file (an admin recipient's) in SOPS_AGE_KEY_FILE or SOPS_AGE_KEY") from None
+        if token_of(secret) != key.token:
+            raise ReconcileError(f"{path.name}: the key inside does not match its hash; not re-encrypted")
+        document = {**file_document_fields(want, self.proxy_url, self.roster.environment),
+                    "issued_at": file.fields.get("issued_at"), "token_sha256": key.token, "api_key": secret}
+        content = self.sops.encrypt(document, list(want.recipients), path.name)
+        write_atomic(path, self._proven(want.name, key.token, content))
+        self._update(change)
+        return "(same key)"
 
     def _adopt(self, change: Adopt) -> str:
         want, key = change.desired, change.key

@@ -23,7 +23,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("create-team", "update-team", "adopt-team"),
     ("join-team", "member-budget"),
     ("create", "rotate", "restore", "adopt"),
-    ("update",),
+    ("update", "re-encrypt"),
     ("delete", "remove-file"),
     ("leave-team", "conflict"),
     ("delete-team",),

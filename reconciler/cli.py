@@ -96,7 +96,7 @@ def _options(args: argparse.Namespace, roster: Any) -> Any:
     from .options import options_for
 
     return options_for(roster, adopt=args.adopt, replace=args.replace, only=args.only, no_delete=args.no_delete,
-                       restore=args.restore)
+                       restore=args.restore, reencrypt=os.environ.get("RECONCILE_REENCRYPT") == "1")
 
 
 # ---------------------------------------------------------------- commands

@@ -143,6 +143,27 @@ class Update(Change):
 
 
 @dataclass(frozen=True)
+class ReEncrypt(Update):
+    """Recipients were only added (an admin recipient, a developer's second identity): the key file is encrypted to
+    the new set with the same key, which apply decrypts with its own identity (RECONCILE_REENCRYPT). Nobody who
+    could read the key loses anything, so no new key is needed; a removed recipient always means a rotation."""
+
+    kind, symbol = "re-encrypt", "~"
+    added: tuple[str, ...] = ()
+    recipient_risk: str | None = None
+
+    def _data(self) -> dict[str, Any]:
+        return {**super()._data(), "recipients_added": list(self.added)}
+
+    @property
+    def risk(self) -> str | None:
+        return self.recipient_risk or super().risk
+
+    def details(self) -> list[str]:
+        return [f"key file re-encrypted, also to {', '.join(self.added)} (same key)", *field_lines(self.fields)]
+
+
+@dataclass(frozen=True)
 class Delete(Change):
     kind, symbol = "delete", "-"
     key: LiveKey = None  # type: ignore[assignment]
@@ -360,12 +381,22 @@ def _developer_change(ctx: KeyContext, dev: Developer, want: Desired, key: LiveK
         return _handmade_change(ctx, dev, want, key, hand, drop)
     if key is None:
         return _keyless_change(ctx, want, file)
+    wanted = frozenset(want.recipients)
+    had = file.recipients if file is not None else frozenset()
+    reencrypt = ctx.options.reencrypt and file is not None and not file.problem and not key.external and had < wanted
+    if reencrypt:  # only added: if nothing else is due, the file is re-encrypted to the larger set, same key
+        assert file is not None
+        file = replace(file, recipients=wanted)
     due = _rotation_reason(roster, dev, want, key, file, now, proofs=ctx.proofs)
     if due is not None:
         return _rotate(roster, want, key, due[0], drop, now, revocation=due[1])
     fields = _proxy_fields(want, key, ctx.team_names)
     if key_standing(key, ctx.proofs)[0] is Standing.FIRST_USE:
         fields.append(("proof", "missing", "set"))
+    if reencrypt:
+        added = tuple(sorted(wanted - had))
+        return ReEncrypt(name, f"recipients added ({', '.join(added)}): the key file is re-encrypted, same key",
+                         desired=want, key=key, fields=tuple(fields), added=added)
     file_fields = () if key.external else _file_fields(want, file, ctx.proxy_url, ctx.proofs, ctx.roster.environment)
     if not fields and not file_fields:
         return None
@@ -452,7 +483,7 @@ def _recipient_risks(changes: list[Change], roster: Roster, files: dict[str, Key
     out: list[Change] = []
     for change in changes:
         file = files.get(change.name)
-        if isinstance(change, Rotate) and file is not None and not file.problem:
+        if isinstance(change, (Rotate, ReEncrypt)) and file is not None and not file.problem:
             added = set(change.desired.recipients) - file.recipients
             elsewhere = {r for r in added if readers.get(r, set()) - {change.name}}
             new_admins = sorted(added & admins)

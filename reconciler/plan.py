@@ -67,7 +67,8 @@ class Plan:
         if self.empty and not self.count("conflict"):
             return "No changes."
         parts = [f"{self.count('create')} to create", f"{self.count('rotate')} to rotate",
-                 f"{self.count('update', 'adopt')} to update", f"{self.count('delete', 'remove-file')} to delete"]
+                 f"{self.count('update', 'adopt', 're-encrypt')} to update",
+                 f"{self.count('delete', 'remove-file')} to delete"]
         if self.count("restore"):
             parts.insert(1, f"{self.count('restore')} to restore")
         text = "Plan: " + ", ".join(parts) + "."

@@ -125,3 +125,37 @@ def test_a_terminal_asks_before_applying(workspace, sandbox):
     workspace.write_roster([{"name": "jane"}, {"name": "john"}])
     rc, output = _on_a_terminal(workspace, "apply", "--auto-approve", answer=None)
     assert rc == 0 and "Only 'yes'" not in output and "Apply complete" in output
+
+
+def test_an_added_admin_recipient_re_encrypts_without_new_keys(workspace, sandbox, people):
+    """With RECONCILE_REENCRYPT=1 and an admin identity, adding an admin recipient re-encrypts every key file to it
+    with the same key (high-risk: it reads every key from now on); removing it again is a rotation, since it may have
+    read the keys. Without the setting, the plan rotates, as it says."""
+    import yaml
+
+    ws = workspace
+    ws.write_roster([{"name": "jane"}, {"name": "john"}])
+    assert ws.run("apply").rc == 0
+    before = {n: ws.decrypt(n) for n in ("jane", "john")}
+
+    def admins(*names: str) -> None:
+        doc = yaml.safe_load(ws.roster.read_text())
+        doc["keys"]["admin_recipients"] = [people[n].recipient for n in names]
+        ws.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    admins("admin", "priya")
+    assert "rotate: recipient changed" in ws.run("plan").stdout  # the default: a new key
+    reencrypt = ws.env(RECONCILE_REENCRYPT="1", SOPS_AGE_KEY_FILE=str(people["admin"].identity_file))
+    plan = ws.run("plan", env=reencrypt)
+    assert plan.stdout.count("re-encrypt: recipients added") == 2, plan.stdout
+    for name in ("jane", "john"):  # high-risk, each
+        assert f"  ! {name}: adds admin recipient {people['priya'].recipient}" in plan.stdout
+    assert "0 to rotate, 2 to update" in plan.stdout
+    assert ws.run("apply", env=reencrypt).rc == 4  # braked as high-risk
+    applied = ws.run("apply", "--force", env=reencrypt)
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    assert {n: ws.decrypt(n) for n in ("jane", "john")} == before  # the same keys
+    assert ws.decrypt("jane", "priya") == before["jane"]  # readable by the new admin
+    assert ws.run("plan", "--detailed-exitcode", env=reencrypt).rc == 0
+    admins("admin")  # priya may have read them: removing a recipient rotates
+    assert ws.run("plan", env=reencrypt).stdout.count("rotate: recipient changed to fewer recipients") == 2
