@@ -134,6 +134,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p = command("status", "who has access to what, and what will change next")
     proxy(p)
     output(p)
+    p.add_argument("--wide", action="store_true", help="text: also each key's alias, models and last activity")
     p.set_defaults(func=commands["status"])
 
     p = command("import", "write a starting roster from the keys already on a proxy")

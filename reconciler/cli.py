@@ -266,7 +266,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with _session(args) as session:
         rows, teams = session.status_rows()
-    out(render_status(rows, args.format, teams))
+    out(render_status(rows, args.format, teams, wide=args.wide))
     return 0
 
 

@@ -31,6 +31,10 @@ class StatusRow:
     last_active: str | None
     token_prefix: str | None
     team: str | None = None
+    # The same moments as timestamps, for machines (the "in 3d" columns are for people).
+    issued_at: str | None = None
+    expires_at: str | None = None
+    rotation_due_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,21 +50,24 @@ class TeamRow:
 def _row(roster: Roster, name: str, key: LiveKey | None, state: str, now: datetime,
          team_names: dict[str, str]) -> StatusRow:
     dev = roster.developer(name)
-    due = None
+    due_at = None
     if key is not None and key.created_at is not None and key.retire_at is None:
         moments = []
         if roster.keys.rotate_after is not None:
             moments.append(key.created_at + roster.keys.rotate_after)
         if dev is not None and dev.rotation_requested(key.created_at):
             moments.append(now)
-        due = humanize(min(moments) - now) if moments else None
+        due_at = min(moments) if moments else None
+    due = humanize(due_at - now) if due_at is not None else None
     return StatusRow(
         developer=name, state=state, alias=key.alias if key else roster.keys.alias_for(name),
         models=list(key.models) if key else [], age=humanize(now - key.created_at) if key and key.created_at else None,
         expires_in=humanize(key.expires - now) if key and key.expires else None, rotation_due_in=due,
         spend=key.spend if key else None, max_budget=key.limits.max_budget if key else None,
         last_active=iso(key.last_active) if key else None, token_prefix=key.token[:8] if key else None,
-        team=team_names.get(key.team_id or "", key.team_id) if key else None)
+        team=team_names.get(key.team_id or "", key.team_id) if key else None,
+        issued_at=iso(key.created_at) if key else None, expires_at=iso(key.expires) if key else None,
+        rotation_due_at=iso(due_at))
 
 
 def status_rows(roster: Roster, live: list[LiveKey], records: Records, now: datetime,
@@ -109,7 +116,10 @@ def _money(spend: float | None, budget: float | None) -> str:
     return "" if spend is None else f"{spend:g} / {budget if budget is not None else '-'}"
 
 
-def render_status(rows: list[StatusRow], fmt: str, teams: list[TeamRow] | None = None) -> str:
+WIDE_ONLY = ("alias", "models", "last active")  # in --wide, markdown and JSON; the text table fits 120 columns
+
+
+def render_status(rows: list[StatusRow], fmt: str, teams: list[TeamRow] | None = None, *, wide: bool = False) -> str:
     teams = teams or []
     if fmt == "json":
         return json.dumps({"format_version": 1, "keys": [asdict(r) for r in rows],
@@ -119,6 +129,9 @@ def render_status(rows: list[StatusRow], fmt: str, teams: list[TeamRow] | None =
     table = [[r.developer, r.state, r.alias or "", ", ".join(r.models), r.age or "", r.expires_in or "never",
               r.rotation_due_in or "", _money(r.spend, r.max_budget), r.last_active or ""]
              + ([r.team or ""] if teams else []) for r in rows]
+    if fmt == "text" and not wide:
+        keep = [i for i, h in enumerate(headers) if h not in WIDE_ONLY]
+        headers, table = [headers[i] for i in keep], [[row[i] for i in keep] for row in table]
     lines = _table(headers, table, fmt)
     if teams:  # each team's spend against its budget, beside each member's inside it
         lines += ["", *_table(

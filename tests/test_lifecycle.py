@@ -173,7 +173,11 @@ def test_status_report(workspace, sandbox):
     assert rows[("jane", "active")]["expires_in"] in ("3d", "4d", "2d")
     assert rows[("jane", "active")]["max_budget"] is None and rows[("jane", "active")]["spend"] == 0
     text = workspace.run("status").stdout
-    assert text.splitlines()[0].split()[:3] == ["developer", "state", "alias"]
+    assert text.splitlines()[0].split()[:3] == ["developer", "state", "age"]
+    assert max(map(len, text.splitlines())) <= 120  # a terminal's width; --wide and JSON have the rest
+    assert workspace.run("status", "--wide").stdout.splitlines()[0].split()[:3] == ["developer", "state", "alias"]
+    jane = rows[("jane", "active")]
+    assert jane["issued_at"].endswith("Z") and jane["expires_at"].endswith("Z") and jane["rotation_due_at"]
     assert "| developer | state |" in workspace.run("status", "--format", "markdown").stdout
 
 
