@@ -159,3 +159,25 @@ def test_an_added_admin_recipient_re_encrypts_without_new_keys(workspace, sandbo
     assert ws.run("plan", "--detailed-exitcode", env=reencrypt).rc == 0
     admins("admin")  # priya may have read them: removing a recipient rotates
     assert ws.run("plan", env=reencrypt).stdout.count("rotate: recipient changed to fewer recipients") == 2
+
+
+def test_plan_and_status_json_follow_their_published_schemas(workspace, sandbox):
+    """schema/plan.schema.json and schema/status.schema.json describe what CI reads; the outputs follow them."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import pytest
+
+    schemas = Path(__file__).parents[1] / "schema"
+    plan_schema = json.loads((schemas / "plan.schema.json").read_text())
+    workspace.write_roster([{"name": "jane"}, {"name": "john", "disabled": True}])
+    plan = json.loads(workspace.run("plan", "--format", "json").stdout)
+    jsonschema.validate(plan, plan_schema)
+    assert workspace.run("apply").rc == 0
+    workspace.write_roster([{"name": "jane", "max_budget": 3}])
+    for command in (["plan", "--format", "json"], ["status", "--format", "json"]):
+        data = json.loads(workspace.run(*command).stdout)
+        jsonschema.validate(data, json.loads((schemas / f"{command[0]}.schema.json").read_text()))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**plan, "checksum": "not-hex"}, plan_schema)
