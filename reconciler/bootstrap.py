@@ -51,16 +51,20 @@ def import_roster(live: list[LiveKey], template: str, proxy_url: str,
         if team is not None:  # a team is named by its alias; one whose alias is not a roster name stays out
             dev["team"] = used.setdefault(team.alias or "", team).alias
         developers.append(dev)
-    doc = {"version": 1, "proxy": {"url": proxy_url},
-           "keys": {"alias": template, "delivery_dir": "keys", "adopt_unmanaged": True}}
+    # No proxy.url: the operator names the proxy (a URL written here would be refused wherever CI reaches it by
+    # another address).
+    doc = {"version": 1,
+           "keys": {"alias": template, "delivery_dir": "keys", "admin_recipients": [], "adopt_unmanaged": True}}
     if used:
         doc["teams"] = [{"name": name, **({"models": sorted(t.models)} if t.models else {}),
                          **{f: v for f, v in t.settings().items() if v is not None}}
                         for name, t in sorted(used.items())]
     doc["developers"] = developers
     header = (f"# yaml-language-server: $schema={SCHEMA_FILE}\n"
-              "# Written by `reconcile import` from the keys on the proxy. Before the first apply:\n"
+              f"# Written by `reconcile import` from the keys on {proxy_url}. Before the first apply:\n"
               f"#  - replace each {PLACEHOLDER} with that developer's public key;\n"
+              "#  - add your admins' public keys to keys.admin_recipients (they may decrypt every key file);\n"
               "#  - keys.adopt_unmanaged: true takes the existing keys (and teams) over in place, so nobody's key "
-              "changes.\n")
+              "changes\n#    (it needs RECONCILE_PROOF_KEY); set it to false after that first apply, so that a key "
+              "made by hand\n#    later is a conflict to decide, not taken over.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, width=120), len(developers)

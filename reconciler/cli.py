@@ -246,7 +246,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from .roster import schema_text
     from .session import import_roster_text
 
-    text, count = import_roster_text(_settings(args), args.alias)
+    text, count, unserved = import_roster_text(_settings(args), args.alias)
+    for line in unserved:
+        err(f"warning: {line} (fix it in the roster before the first plan)\n")
     if args.out == "-":
         out(text)
         err(f"its $schema line names {SCHEMA_FILE}: reconcile schema > {SCHEMA_FILE} beside it\n")

@@ -418,8 +418,9 @@ def force_unlock(roster: Roster, settings: Settings, lock_id: str) -> Any:
     return FileLock(lock_path(normalize_url(settings.proxy_url))).force_unlock(lock_id)
 
 
-def import_roster_text(settings: Settings, alias: str) -> tuple[str, int]:
-    """A starting roster from the keys on the operator's proxy (reconcile import), and how many developers."""
+def import_roster_text(settings: Settings, alias: str) -> tuple[str, int, list[str]]:
+    """A starting roster from the keys on the operator's proxy (reconcile import), how many developers, and the
+    model names it copied that the proxy does not serve (each with a did-you-mean)."""
     from .bootstrap import import_roster
     from .teams import LiveTeam
 
@@ -432,4 +433,12 @@ def import_roster_text(settings: Settings, alias: str) -> tuple[str, int]:
                        timeout=settings.timeout) as client:
         live = [LiveKey.from_api(obj) for obj in client.list_keys()]
         teams = [LiveTeam.from_api(obj) for obj in client.list_teams()]
-    return import_roster(live, alias, normalize_url(settings.proxy_url), teams)
+        catalog = ModelCatalog.from_model_info(client.model_info())
+    text, count = import_roster(live, alias, normalize_url(settings.proxy_url), teams)
+    import yaml
+
+    doc = yaml.safe_load(text)
+    unserved = [f"{holder.get('name')}: {catalog.unknown_message(model)}"
+                for holder in [*doc.get("developers", []), *doc.get("teams", [])]
+                for model in holder.get("models", []) if not catalog.serves(model)]
+    return text, count, unserved

@@ -133,8 +133,16 @@ def test_import_writes_a_roster_that_adopts_in_place(workspace, sandbox, people)
         workspace.known_secrets.append(out["key"])
     httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {MASTER}"},
                json={"key_alias": "ci-bot"})
+    httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {MASTER}"},
+               json={"key_alias": "claude-code-omar", "models": ["claude-sonnet-4.5-old"]})
     imported = workspace.run("import", "--proxy-url", sandbox.url, "--out", "roster.yaml")
-    assert imported.rc == 0 and "imported 2 developer(s)" in imported.stderr
+    assert imported.rc == 0 and "imported 3 developer(s)" in imported.stderr
+    assert "warning: omar: claude-sonnet-4.5-old is not served by this proxy" in imported.stderr, imported.stderr
+    text = workspace.roster.read_text()
+    assert "proxy:" not in text and "admin_recipients: []" in text and "set it to false after that first" in text
+    doc = yaml.safe_load(text)
+    doc["developers"] = [d for d in doc["developers"] if d["name"] != "omar"]  # the admin fixes what was flagged
+    workspace.roster.write_text("# yaml-language-server: $schema=roster.schema.json\n" + yaml.safe_dump(doc))
     # Its $schema reference works outside this repository: the schema is written beside it.
     assert workspace.roster.read_text().startswith("# yaml-language-server: $schema=roster.schema.json\n")
     assert (workspace.root / "roster.schema.json").read_text() == workspace.run("schema").stdout
@@ -148,7 +156,7 @@ def test_import_writes_a_roster_that_adopts_in_place(workspace, sandbox, people)
     workspace.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
     plan = workspace.run("plan")
     assert "Plan: 0 to create, 0 to rotate, 2 to update, 0 to delete." in plan.stdout
-    assert "3 other key(s) on the proxy, of which this plan takes over 2" in plan.stdout
+    assert "4 other key(s) on the proxy, of which this plan takes over 2" in plan.stdout
     assert workspace.run("apply", "--force").rc == 0
     for out in made.values():
         row = sandbox.store.rows[out["token"]]  # the same keys, now managed
