@@ -373,10 +373,11 @@ class Applier:
         self._refresh_file(want, change.file_fields, key.token)
         # The plan's "after" values are what LiteLLM stores; expiry goes as a duration, blocked through its routes.
         body: dict[str, Any] = {"key": key.token, **{name: after for name, _, after in change.fields
-                                                     if name not in ("expires", "blocked", "team", "proof")}}
+                                                     if name not in ("expires", "blocked", "team", "proof",
+                                                                     "roster_name")}}
         if "expires" in fields:
             body["duration"] = _new_duration(want.expires, self.clock())
-        if "proof" in fields:  # /key/update replaces metadata whole: the key's own is kept
+        if fields & {"proof", "roster_name"}:  # /key/update replaces metadata whole: the key's own is kept
             kept = {k: key.metadata[k] for k in ("retire_at", "delivery") if k in key.metadata}
             body["metadata"] = self._key_metadata(want.name, key.token, key.metadata, **kept)
         # LiteLLM checks a key's models against the team it joins, the models it has before this update: so the
@@ -407,9 +408,11 @@ class Applier:
     def _move_file(self, change: MoveFile) -> str:
         """Into the environment's directory, checked again now; a crash between the write and the removal leaves the
         same bytes in both places, and the re-run only removes the old one."""
-        source, target = self.directory.parent / f"{change.name}{SUFFIX}", self.path_for(change.name)
-        if source.is_symlink() or not source.is_file() or read_key_file(change.name, source).token_sha256 != \
-                change.token:
+        source = self.directory / f"{change.former}{SUFFIX}" if change.former else \
+            self.directory.parent / f"{change.name}{SUFFIX}"
+        target = self.path_for(change.name)
+        if source.is_symlink() or not source.is_file() or \
+                read_key_file(change.former or change.name, source).token_sha256 != change.token:
             raise ReconcileError(f"{source.name} changed since the plan; not moved (plan again)")
         content = source.read_bytes()
         if target.exists() and target.read_bytes() != content:

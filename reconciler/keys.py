@@ -130,8 +130,9 @@ class Update(Change):
 
     @property
     def risk(self) -> str | None:
+        renamed = any(name == "roster_name" for name, _, _ in self.fields)  # previously: in the roster
         for name, before, after in self.fields:
-            if name == "key_alias" and before is not None and RETIRING_SUFFIX not in str(before):
+            if name == "key_alias" and before is not None and RETIRING_SUFFIX not in str(before) and not renamed:
                 return f"renames a managed key ({before} -> {after}): the alias template changed"
         return super().risk
 
@@ -196,13 +197,14 @@ class RemoveFile(Change):
 
 @dataclass(frozen=True)
 class MoveFile(Change):
-    """A key file from before the roster declared environments, moved into its environment's directory, the key
-    it holds being live on this environment's proxy: no new secret."""
+    """A key file moved with its key, no new secret: from before the roster declared environments into its
+    environment's directory (the key being live on this environment's proxy), or to a renamed developer's name."""
 
     kind, symbol = "move-file", "~"
     source: str = ""
     target: str = ""
     token: str = ""
+    former: str = ""  # a rename: the developer's former name, whose file it was
 
     def _data(self) -> dict[str, Any]:
         return {"from": self.source, "to": self.target, "token_prefix": self.token[:12]}
@@ -280,6 +282,8 @@ def _proxy_fields(want: Desired, key: LiveKey, team_names: dict[str, str]) -> li
         fields.append(("team", team_names.get(key.team_id or "", key.team_id), want.team))
     if key.allowed_routes != LLM_ROUTES:
         fields.append(("allowed_routes", list(key.allowed_routes), list(LLM_ROUTES)))
+    if key.roster_name != want.name:  # renamed (previously:): the key is re-labelled, same secret
+        fields.append(("roster_name", key.roster_name, want.name))
     return fields
 
 
@@ -295,8 +299,8 @@ def _file_fields(want: Desired, file: KeyFile | None, proxy_url: str | None, pro
         return ()
     wanted = file_document_fields(want, proxy_url, environment)
     names = tuple(k for k, v in wanted.items() if file.fields.get(k) != v)
-    if proofs.enabled and not proofs.file_proven(want.name, file):
-        names += ("proof",)  # trusted on first use (the diff checked): it gets its proof
+    if proofs.enabled and (file.name != want.name or not proofs.file_proven(file.name, file)):
+        names += ("proof",)  # first use, or a renamed file (its proof names the former developer)
     return names
 
 
@@ -326,7 +330,7 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
         if file.environment not in (None, roster.environment):
             return f"key file {where} belongs to environment {file.environment}"
         # A key file is matched by a hash it states in the clear: only its proof says the secret inside is that one.
-        problem = proofs.file_problem(want.name, file, required=key_standing(key, proofs)[0] is Standing.PROVEN)
+        problem = proofs.file_problem(file.name, file, required=key_standing(key, proofs)[0] is Standing.PROVEN)
         if problem:
             return f"key file {where} {problem}: it is not trusted to hold the live key"
         if file.recipients != frozenset(want.recipients):
@@ -357,6 +361,23 @@ def moved_in(roster: Roster, files: dict[str, KeyFile], legacy: dict[str, KeyFil
                               source=str(parent / f"{name}.sops.yaml"),
                               target=f"{roster.keys.delivery_dir}/{name}.sops.yaml", token=file.token_sha256 or ""))
     return merged, moves
+
+
+def renamed_files(roster: Roster, files: dict[str, KeyFile],
+                  current: dict[str, LiveKey]) -> tuple[dict[str, KeyFile], list[Change]]:
+    """A renamed developer's key file, under the former name and holding their key, moves to the new name (the diff
+    reads it as already there); its readable fields and proof follow with the key's update."""
+    moved: list[Change] = []
+    merged = dict(files)
+    for former, name in sorted(roster.renames.items()):
+        file, key = files.get(former), current.get(name)
+        if name in files or file is None or file.problem or key is None or file.token_sha256 != key.token:
+            continue
+        merged[name] = merged.pop(former)
+        moved.append(MoveFile(name, f"renamed from {former}: the key file moves with the key",
+                              source=f"{roster.keys.delivery_dir}/{former}.sops.yaml",
+                              target=f"{roster.keys.delivery_dir}/{name}.sops.yaml", token=key.token, former=former))
+    return merged, moved
 
 
 @dataclass(frozen=True)

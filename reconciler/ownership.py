@@ -63,8 +63,9 @@ def classify(roster: Roster, live: list[LiveKey], records: Records, now: datetim
              our_teams: frozenset[str] | None = None, proofs: Proofs = NO_PROOFS) -> Classified:
     out = Classified()
     aliases = {roster.keys.alias_for(d.name): d.name for d in roster.developers}
+    renames = roster.renames
     for key in sorted(live, key=lambda k: (k.created_at or now, k.token)):
-        name = key.roster_name
+        name = renames.get(key.roster_name or "", key.roster_name)  # a renamed developer's key is theirs
         if key.managed:
             problem = proof_problem(key, records, our_teams, proofs) if name else \
                 "claims to be managed by litellm-roster but names no developer"

@@ -11,7 +11,18 @@ from typing import Any
 
 from .catalog import ModelCatalog
 from .changes import Change, Conflict
-from .keys import Adopt, Delete, KeyContext, Rotate, Update, alias_warnings, desired_state, diff_keys, moved_in
+from .keys import (
+    Adopt,
+    Delete,
+    KeyContext,
+    Rotate,
+    Update,
+    alias_warnings,
+    desired_state,
+    diff_keys,
+    moved_in,
+    renamed_files,
+)
 from .live import LiveKey, user_id_for
 from .options import Options
 from .ownership import classify, proofs_for
@@ -140,6 +151,8 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     waiting = {name for name, want in desired.items() if want.team is not None and want.team not in made}
     files, moves = moved_in(roster, records.files, legacy or {}, {k.token for k in live})
     seen = classify(roster, live, records, now, frozenset(team_ids.values()), proofs)
+    files, renamed = renamed_files(roster, files, seen.current)
+    moves += renamed
     user_changes: list[Change] = []
     blocked_users: set[str] = set()
     alias_held = seen.blocked
@@ -196,7 +209,9 @@ def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Chang
     neither deletes it nor moves it (a key whose new team is in conflict waits, and so does its old membership;
     a rotated-out key keeps its team through its grace)."""
     going = {c.key.token for c in changes if isinstance(c, Delete)}
-    going |= {c.key.token for c in changes if isinstance(c, Update) and any(f == "team" for f, _, _ in c.fields)}
+    # A key whose team or user changes is no longer the member's in that team when the member leaves.
+    going |= {c.key.token for c in changes
+              if isinstance(c, Update) and any(f in ("team", "user_id") for f, _, _ in c.fields)}
     for c in changes:
         if isinstance(c, Rotate):
             going.update(c.drop)

@@ -88,6 +88,7 @@ class Developer:
     disabled: bool = False
     team: str | None = None  # the developer's own, or defaults.team
     github: str | None = None  # their GitHub login: mentioned when their key is ready
+    previously: str | None = None  # their former name: a rename, not a leaver and a newcomer
 
     def rotation_requested(self, issued: datetime | None) -> bool:
         """The developer's (or everyone's) rotate: names an instant after a key issued then."""
@@ -147,6 +148,11 @@ class Roster:
 
     def developer(self, name: str) -> Developer | None:
         return self._by_name.get(name)
+
+    @property
+    def renames(self) -> dict[str, str]:
+        """Former name -> current name, for developers renamed with previously:."""
+        return {d.previously: d.name for d in self.developers if d.previously}
 
     def team(self, name: str | None) -> Team | None:
         return next((t for t in self.teams if t.name == name), None)
@@ -540,6 +546,7 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
 
     check_team(("defaults",), defaults)
     seen: dict[str, int] = {}
+    renamed: dict[str, int] = {}  # former name -> the line that takes it
     # A recipient reads the keys encrypted to it: one per developer, and never an admin's, or a pull request could
     # give one developer's key to another (docs/security.md).
     holders: dict[str, str] = {canonical(r): "one of keys.admin_recipients" for r in keys.get("admin_recipients")
@@ -559,6 +566,17 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
                                       "names must be unique, ignoring case")
             else:
                 seen[folded] = located.of_value(path + ("name",))[0]
+        former = dev.get("previously")
+        if isinstance(former, str):
+            names = [d.get("name") for d in data["developers"] if isinstance(d, dict)]
+            if former in names:
+                add(path + ("previously",), f"'{former}' is still a developer in this roster; a rename moves a key "
+                                            "from a name that is gone: remove that entry, or this field")
+            elif former in renamed:
+                add(path + ("previously",), f"'{former}' is already renamed (line {renamed[former]}); one entry "
+                                            "only may take a former name")
+            else:
+                renamed[former] = located.of_value(path + ("previously",))[0]
         recipient = dev.get("recipient")
         if isinstance(recipient, str) and (why := recipient_problem(recipient)):
             add(path + ("recipient",), why)
@@ -611,6 +629,7 @@ def _developer(dev: dict, defaults: dict) -> Developer:
         disabled=bool(dev.get("disabled", False)),
         team=dev.get("team", defaults.get("team")),
         github=dev.get("github"),
+        previously=dev.get("previously"),
     )
 
 

@@ -181,3 +181,32 @@ def test_plan_and_status_json_follow_their_published_schemas(workspace, sandbox)
         jsonschema.validate(data, json.loads((schemas / f"{command[0]}.schema.json").read_text()))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**plan, "checksum": "not-hex"}, plan_schema)
+
+
+def test_a_renamed_developer_keeps_their_key(workspace, sandbox, people):
+    """previously: moves the key (alias, user, metadata and proof), the key file and the LiteLLM user to the new
+    name, with the same secret; naming a developer who is still there is a roster error."""
+    import hashlib
+
+    ws = workspace
+    ws.write_roster([{"name": "jane"}, {"name": "john"}])
+    assert ws.run("apply").rc == 0
+    secret = ws.decrypt("jane")
+    ws.people["jane-smith"] = ws.people["jane"]
+    ws.write_roster([{"name": "jane-smith", "previously": "jane"}, {"name": "john"}])
+    plan = ws.run("plan")
+    assert "move-file: renamed from jane: the key file moves with the key" in plan.stdout, plan.stdout
+    assert "keys/jane.sops.yaml -> keys/jane-smith.sops.yaml" in plan.stdout
+    assert "roster_name: jane -> jane-smith" in plan.stdout and "rotate" not in plan.stdout.split("Plan:")[0]
+    assert "High-risk" not in plan.stdout
+    applied = ws.run("apply")
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    assert not (ws.keys / "jane.sops.yaml").exists() and ws.decrypt("jane-smith", "jane") == secret
+    row = sandbox.store.rows[hashlib.sha256(secret.encode()).hexdigest()]
+    assert (row["key_alias"], row["user_id"], row["metadata"]["roster_name"]) == \
+        ("claude-code-jane-smith", "roster:jane-smith", "jane-smith")
+    assert "roster:jane" not in sandbox.store.users
+    assert ws.run("plan", "--detailed-exitcode").rc == 0
+    ws.write_roster([{"name": "jane-smith", "previously": "john"}, {"name": "john"}])
+    refused = ws.run("validate", "--offline")
+    assert refused.rc == 1 and "'john' is still a developer in this roster" in refused.stderr

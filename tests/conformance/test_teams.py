@@ -285,3 +285,24 @@ def test_the_tools_team_is_known_by_its_proof(real_workspace, litellm):
     assert [c["kind"] for c in data["changes"]] == ["conflict"]  # nothing else: the proven team is the roster's
     keys = litellm.http.get("/team/info", params={"team_id": ours}).json()["keys"]
     assert sorted(k["key_alias"] for k in keys) == ["claude-code-ada", "claude-code-omar"]
+
+
+def test_a_renamed_team_member_keeps_their_key(real_workspace, litellm):
+    """previously: on a team member: the key moves to the new user and alias, still bound to the team; the new user
+    joins and the old one leaves only once no key of theirs is bound there (LiteLLM may delete it with the
+    membership); the same secret works throughout."""
+    ws = real_workspace
+    ws.write_roster(DEVELOPERS[3:], teams=TEAMS[1:])
+    assert ws.run("apply").rc == 0
+    secret = ws.decrypt("ada")
+    ws.people["ada-lovelace"] = ws.people["ada"]
+    ws.write_roster([{**DEVELOPERS[3], "name": "ada-lovelace", "previously": "ada"}, DEVELOPERS[4]], teams=TEAMS[1:])
+    for _ in range(2):  # the old membership may wait for the key's move, one apply later
+        applied = ws.run("apply")
+        assert applied.rc == 0, applied.stdout + applied.stderr
+    assert litellm.chat(secret, SONNET) == 200 and ws.decrypt("ada-lovelace", "ada") == secret
+    data = _teams(litellm)["data"]
+    assert data["members"] == ["roster:ada-lovelace", "roster:omar"]
+    assert data["keys"] == ["claude-code-ada-lovelace", "claude-code-omar"]
+    assert litellm.user("roster:ada") is None
+    _converged(ws)
