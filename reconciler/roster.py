@@ -547,6 +547,8 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
     check_team(("defaults",), defaults)
     seen: dict[str, int] = {}
     renamed: dict[str, int] = {}  # former name -> the line that takes it
+    current_names = {d.get("name") for d in data.get("developers") or [] if isinstance(d, dict)} \
+        if isinstance(data.get("developers"), list) else set()
     # A recipient reads the keys encrypted to it: one per developer, and never an admin's, or a pull request could
     # give one developer's key to another (docs/security.md).
     holders: dict[str, str] = {canonical(r): "one of keys.admin_recipients" for r in keys.get("admin_recipients")
@@ -568,8 +570,7 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
                 seen[folded] = located.of_value(path + ("name",))[0]
         former = dev.get("previously")
         if isinstance(former, str):
-            names = [d.get("name") for d in data["developers"] if isinstance(d, dict)]
-            if former in names:
+            if former in current_names:
                 add(path + ("previously",), f"'{former}' is still a developer in this roster; a rename moves a key "
                                             "from a name that is gone: remove that entry, or this field")
             elif former in renamed:
