@@ -300,5 +300,7 @@ def test_a_pull_request_cannot_quietly_redirect_a_key_to_another_recipient(ws, t
     roster_with(people["jane"].recipient, people["john"].recipient,
                 admins=[people["admin"].recipient, people["priya"].recipient])
     plan = ws.run("plan")
-    assert plan.stdout.count(f"adds admin recipient {people['priya'].recipient}: it can read every key") == 2
+    flagged = [line for line in plan.stdout.splitlines()  # the high-risk section: one line per key
+               if line.startswith("  ! ") and f"adds admin recipient {people['priya'].recipient}" in line]
+    assert len(flagged) == 2, plan.stdout
     assert ws.run("apply").rc == 4 and ws.decrypt("jane") == jane_before
