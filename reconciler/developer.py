@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from .addresses import normalize_url
-from .errors import DeliveryError, KeyFetchError
+from .errors import DeliveryError, KeyFetchError, closest
 from .records import read_key_file, token_of
 from .redact import REDACT
 from .roster import Roster
@@ -35,12 +35,11 @@ class Fetched:
     changed: bool
     spend: str | None = None  # "1.20 of 10 USD", when the key may read its own info
 
+
 def fetch_key(roster: Roster, name: str, env_file: Path, *, base_url: str | None = None,
               host_header: str | None = None, verify: bool = True, ca_bundle: str | None = None,
               timeout: float = 15.0) -> Fetched:
     if roster.developer(name) is None:
-        from .errors import closest
-
         close = closest(name, [d.name for d in roster.developers])
         hint = f"did you mean {close[0]}?" if close else "check the name under developers"
         raise KeyFetchError(f"{name} is not a developer in {roster.path}; {hint}")
@@ -48,14 +47,14 @@ def fetch_key(roster: Roster, name: str, env_file: Path, *, base_url: str | None
     shown = f"{roster.keys.delivery_dir}/{name}.sops.yaml"  # as the repository names it
     if path.is_symlink() or not path.is_file():
         raise KeyFetchError(f"{shown} is missing: the key is delivered by the apply job after your pull request is "
-                        "merged; git pull, and ask an admin if it still is not there")
+                            "merged; git pull, and ask an admin if it still is not there")
     file = read_key_file(name, path)
     if file.problem or not file.token_sha256:
         raise KeyFetchError(f"{shown} is {file.problem or 'missing token_sha256'}: ask an admin to re-issue your key")
     proxy = file.fields.get("proxy_url")
     if roster.proxy_url and proxy and normalize_url(str(proxy)) != normalize_url(roster.proxy_url):
         raise KeyFetchError(f"{shown} is for the proxy {proxy}, not {roster.proxy_url} (the roster's): pass the roster "
-                        "and --environment it belongs to")
+                            "and --environment it belongs to")
     url = (base_url or str(proxy or "")).rstrip("/")
     if not url:
         raise KeyFetchError(f"{shown} names no proxy: pass --base-url URL")
@@ -63,7 +62,7 @@ def fetch_key(roster: Roster, name: str, env_file: Path, *, base_url: str | None
     secret = _decrypt(path, shown)
     if token_of(secret) != file.token_sha256:
         raise KeyFetchError(f"{shown}: the key inside does not match the hash the file states; do not use it, and tell "
-                        "an admin (the file may have been swapped)")
+                            "an admin (the file may have been swapped)")
     models, spend = _prove(url, secret, host_header, ca_bundle, timeout) if verify else (None, None)
     changed = write_env(env_file, {TOKEN_VAR: secret, URL_VAR: url})
     return Fetched(name, url, models, file.fields.get("expires"), env_file, changed, spend)
@@ -75,13 +74,13 @@ def _decrypt(path: Path, shown: str) -> str:
     if not any(os.environ.get(v) for v in ("SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY", "SOPS_AGE_SSH_PRIVATE_KEY_FILE")) \
             and not (Path.home() / ".config" / "sops" / "age" / "keys.txt").exists():
         raise KeyFetchError("no identity to decrypt with: set SOPS_AGE_KEY_FILE to your age identity (age-keygen -o), "
-                        "or SOPS_AGE_SSH_PRIVATE_KEY_FILE to your ssh-ed25519 key")
+                            "or SOPS_AGE_SSH_PRIVATE_KEY_FILE to your ssh-ed25519 key")
     try:
         return Sops().decrypt(path)
     except DeliveryError:
         raise KeyFetchError(f"cannot decrypt {shown} with your identity: is it the one whose public key is your "
-                        "recipient in the roster? (a new laptop needs a new recipient in the roster, and a merged "
-                        "pull request)") from None
+                            "recipient in the roster? (a new laptop needs a new recipient in the roster, and a merged "
+                            "pull request)") from None
 
 
 def _prove(url: str, secret: str, host: str | None, ca_bundle: str | None,
@@ -152,10 +151,10 @@ def _check_not_committed(env_file: Path) -> None:
         return
     if _git(directory, "ls-files", "--error-unmatch", env_file.name).returncode == 0:
         raise KeyFetchError(f"{env_file} is tracked by git, so the key would be committed: git rm --cached "
-                        f"{env_file.name}, add it to .gitignore, and run this again")
+                            f"{env_file.name}, add it to .gitignore, and run this again")
     if _git(directory, "check-ignore", "-q", env_file.name).returncode != 0:
         raise KeyFetchError(f"{env_file} is not ignored by git, so the key could be committed: add "
-                        f"'{env_file.name}' to {directory / '.gitignore'} and run this again")
+                            f"'{env_file.name}' to {directory / '.gitignore'} and run this again")
 
 
 _ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=")
