@@ -16,7 +16,7 @@ from .ownership import Classified, key_standing
 from .proofs import NO_PROOFS, Proofs, Standing
 from .recipients import canonical
 from .records import KeyFile
-from .roster import LIMIT_FIELDS, RETIRING_SUFFIX, Developer, Roster
+from .roster import LIMIT_FIELDS, RETIRING_SUFFIX, Developer, Roster, Team
 from .timeutil import format_duration, humanize, iso
 
 EXPIRY_TOLERANCE = timedelta(minutes=5)  # LiteLLM stores now+duration at apply time; compare loosely
@@ -216,7 +216,10 @@ class MoveFile(Change):
 # ---------------------------------------------------------------- desired state
 
 
-def desired_models(roster: Roster, developer: Developer, catalog: ModelCatalog | None) -> tuple[str, ...]:
+def desired_models(roster: Roster, developer: Developer | Team, catalog: ModelCatalog | None) -> tuple[str, ...]:
+    """A developer's (or a team's) models as the proxy is asked to store them: groups expanded, and with
+    keys.grant_model_aliases every other name the proxy serves for each (a team the same, or LiteLLM would refuse
+    its members' keys the aliases)."""
     models = set(roster.models_for(developer))
     if roster.keys.grant_model_aliases and catalog is not None:
         for name in list(models):

@@ -52,6 +52,7 @@ class Plan:
     proofs: Proofs = NO_PROOFS
     environment: str | None = None
     simulated: bool = False  # planned as of RECONCILE_NOW, not the real time
+    refusals: tuple[str, ...] = ()  # what LiteLLM would refuse: apply stops on these before any change
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -145,7 +146,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     seen_teams = classify_teams(teams or [], proofs)
     team_ids = seen_teams.ids(roster, adopting=proofs.enabled)
     desired = desired_state(roster, catalog, now, team_ids)
-    team_changes, team_warnings = diff_teams(roster, seen_teams, desired, proofs)
+    team_changes, team_warnings, refusals = diff_teams(roster, seen_teams, desired, proofs, catalog)
     # A roster team that exists nowhere and will not be made (a conflict holds its name): its members' keys wait.
     made = set(team_ids) | {c.name for c in team_changes if c.kind == "create-team"}
     waiting = {name for name, want in desired.items() if want.team is not None and want.team not in made}
@@ -200,7 +201,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
                 + len(seen.unproven) - len(revoked), roster.sha256,
                 fingerprint(relevant, seen_teams.relevant(roster), relevant_users), now,
                 tuple(expiring), len(seen.current), tuple(sorted(team_ids.items())), revoked=len(revoked),
-                proofs=proofs, environment=roster.environment)
+                proofs=proofs, environment=roster.environment, refusals=tuple(refusals))
 
 
 def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change], list[str]]:

@@ -52,7 +52,7 @@ class Brakes:
         rotated-out keys whose grace ended are routine and not counted; nor is the one-time migration of keys made
         by earlier versions (MIGRATION_FIELDS), nor the developers' LiteLLM users. The plan shows these too."""
         current = plan.current_count
-        problems: list[str] = []
+        problems = [f"LiteLLM would refuse {refusal}" for refusal in plan.refusals]
         risky = plan.high_risk
         if risky:
             listed = "; ".join(f"{c.name}: {c.risk}" for c in risky[:5]) + ("; ..." if len(risky) > 5 else "")

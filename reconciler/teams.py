@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from . import TOOL_NAME
+from .catalog import ModelCatalog
 from .changes import Change, Conflict, Desired, before_after, field_lines, same_value, value_text
+from .keys import desired_models
 from .live import ADMIN_CREATOR, MARKER, USER_PREFIX, Checker, user_id_for
 from .proofs import FIELD, NO_PROOFS, Proofs, Standing
 from .roster import TEAM_FIELDS, Roster, Team
@@ -293,9 +295,10 @@ class TeamConflict(Conflict):
 # ---------------------------------------------------------------- diff
 
 
-def team_fields(roster: Roster, want: Team, team: LiveTeam) -> list[tuple[str, Any, Any]]:
+def team_fields(roster: Roster, want: Team, team: LiveTeam,
+                catalog: ModelCatalog | None = None) -> list[tuple[str, Any, Any]]:
     fields = []
-    models = list(roster.models_for(want))
+    models = list(desired_models(roster, want, catalog))
     if sorted(team.models) != models:
         fields.append(("models", sorted(team.models), models))
     for name in TEAM_FIELDS:
@@ -307,9 +310,10 @@ def team_fields(roster: Roster, want: Team, team: LiveTeam) -> list[tuple[str, A
     return fields
 
 
-def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired],
-               proofs: Proofs = NO_PROOFS) -> tuple[list[Change], list[str]]:
-    """Team changes and warnings. Keys are bound to teams by the key diff (Desired.team)."""
+def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired], proofs: Proofs = NO_PROOFS,
+               catalog: ModelCatalog | None = None) -> tuple[list[Change], list[str], list[str]]:
+    """Team changes, warnings, and what LiteLLM would refuse (a key with a model outside its team's): apply stops
+    on those before any change, so the plan shows them. Keys are bound to teams by the key diff (Desired.team)."""
     changes: list[Change] = []
     warnings: list[str] = []
     members: dict[str, list[str]] = {t.name: [] for t in roster.teams}
@@ -338,7 +342,7 @@ def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired],
                                      metadata=tuple(sorted(hand.metadata.items()))))
             live = hand
         elif live is None:
-            changes.append(CreateTeam(want.name, "new in the roster", models=roster.models_for(want),
+            changes.append(CreateTeam(want.name, "new in the roster", models=desired_models(roster, want, catalog),
                                       settings=tuple(want.settings().items())))
         else:
             fields = team_fields(roster, want, live)
@@ -377,11 +381,12 @@ def diff_teams(roster: Roster, seen: TeamsSeen, desired: dict[str, Desired],
     for team, problem in seen.unproven:
         changes.append(TeamConflict(team.claims or team.team_id, f"{problem}; it is never changed, and no key is "
                                                                   "bound to it", team=team))
+    refusals = []
     for want in desired.values():
         team = roster.team(want.team)
-        allowed = set(roster.models_for(team)) if team is not None and team.models else None
+        allowed = set(desired_models(roster, team, catalog)) if team is not None and team.models else None
         outside = sorted(m for m in want.models if allowed is not None and m not in allowed)
         if outside:
-            warnings.append(f"{want.name}: {', '.join(outside)} not among team {want.team}'s models: LiteLLM "
-                            "refuses them for this key")
-    return changes, warnings
+            refusals.append(f"{want.name}: {', '.join(outside)} not among team {want.team}'s models: LiteLLM "
+                            "refuses them for this key (HTTP 403); add them to the team, or remove them")
+    return changes, warnings, refusals

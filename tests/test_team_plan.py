@@ -132,7 +132,28 @@ def test_a_hand_made_team_is_taken_over_only_when_asked_and_only_if_nobody_else_
     assert ("create", "jane") not in kinds(refused)  # her key waits: it could not be bound to her team
 
 
-def test_a_developer_model_outside_the_team_is_named():
+def test_a_developer_model_outside_the_team_stops_apply_at_plan_time():
+    """LiteLLM refuses a key a model its team lacks (HTTP 403): the plan says apply would stop, before any change."""
+    from reconciler.safety import Brakes
+
     r = roster("  - {name: a, models: [m2]}", f"  - {{name: jane, recipient: {R}, team: a}}")
     plan = diff(r, [], Records(), NOW, teams=[])
-    assert "jane: m1 not among team a's models: LiteLLM refuses them for this key" in plan.warnings
+    assert plan.refusals == ("jane: m1 not among team a's models: LiteLLM refuses them for this key (HTTP 403); add "
+                             "them to the team, or remove them",)
+    assert Brakes(0.3).problems(plan) == [f"LiteLLM would refuse {plan.refusals[0]}"]
+
+
+def test_model_aliases_granted_to_a_developer_are_granted_to_their_team():
+    """keys.grant_model_aliases also widens the team's models: before, its members' keys asked for aliases the team
+    lacked, and apply half-failed with 403."""
+    from reconciler.catalog import ModelCatalog
+
+    catalog = ModelCatalog({"m1": "p/m1", "m1-short": "p/m1"})
+    r = parse_roster(f"""version: 1
+keys: {{alias: "cc-{{name}}", grant_model_aliases: true}}
+teams: [{{name: a, models: [m1]}}]
+developers: [{{name: jane, recipient: {R}, team: a, models: [m1]}}]
+""")
+    plan = diff(r, [], Records(), NOW, teams=[], catalog=catalog)
+    create = next(c for c in plan.changes if c.kind == "create-team")
+    assert create.models == ("m1", "m1-short") and plan.refusals == ()
