@@ -102,3 +102,38 @@ def test_the_plan_workflow_runs_in_a_roster_repository(roster_repo, sandbox, tmp
     assert "No roster change in this pull request" in plan_job(docs)
     plan = plan_job(head)
     assert "**Plan: 1 to create, 0 to rotate, 0 to update, 0 to delete. Users: 1 to create" in plan, plan
+
+
+def test_the_apply_workflow_commits_the_key_files_onto_a_main_that_moved(tmp_path, sandbox, people):
+    """The reusable apply workflow's commit step, run as written in a roster repository made by init: the key files
+    and audit trail are committed and pushed, rebased onto a main that moved while apply ran; nothing is lost."""
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    seed = tmp_path / "seed"
+    assert run(RECONCILE, "init", str(seed), "--ref", REF, cwd=tmp_path).returncode == 0
+    text = (seed / "roster.yaml").read_text().replace(
+        "developers: []\n", f"developers:\n  - name: jane\n    recipient: {people['jane'].recipient}\n")
+    (seed / "roster.yaml").write_text(text)
+    git(seed, "init", "-q", "-b", "main")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "roster")
+    git(seed, "push", "-q", str(origin), "main")
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(origin), str(work))  # the job's checkout
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "LITELLM_MASTER_KEY": MASTER,
+           "LITELLM_PROXY_URL": sandbox.url, "RECONCILE_LOCK_DIR": str(tmp_path / "locks")}
+    applied = run(RECONCILE, "apply", cwd=work, env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    (work / "apply.txt").write_text(applied.stdout)
+    git(seed, "commit", "-q", "--allow-empty", "-m", "meanwhile, on main")  # main moves while apply runs
+    git(seed, "push", "-q", str(origin), "main")
+    doc = yaml.safe_load((REUSABLE / "reusable-apply.yml").read_text())
+    step = next(s["run"] for s in doc["jobs"]["apply"]["steps"]
+                if s.get("name") == "commit key files and the audit trail")
+    committed = run("bash", "-e", "-c", step, cwd=work, env={**env, "ACTOR": "ci-bot", "ENVIRONMENT": "",
+                                                            "TOKEN": "not-a-token"})
+    assert committed.returncode == 0, committed.stdout + committed.stderr
+    log = git(origin, "log", "--format=%s", "main")
+    assert log.splitlines()[:2] == ["reconcile apply by ci-bot: 0 failed [skip ci]", "meanwhile, on main"]
+    files = git(origin, "ls-tree", "-r", "--name-only", "main").splitlines()
+    assert "keys/jane.sops.yaml" in files and "audit.jsonl" in files
