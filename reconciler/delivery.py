@@ -72,11 +72,6 @@ def clean_temp_files(directory: Path) -> int:
     return count
 
 
-def refresh_fields(path: Path, updates: dict[str, Any]) -> None:
-    """Rewrite readable fields of a key file in place (set_fields), atomically."""
-    write_atomic(path, set_fields(path.read_bytes(), updates, path.name))
-
-
 def set_fields(content: bytes, updates: dict[str, Any], filename: str) -> bytes:
     """A key file with readable fields set, in sops's own layout, changing only the lines of the fields whose values
     changed: the encrypted value and the sops metadata are kept byte for byte, and the git diff a reviewer sees is

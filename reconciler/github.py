@@ -120,16 +120,13 @@ class ReviewedPull:
         try:
             checksum = reviewed_checksum(pull, github.comments(pull.number), roster.environment)
         except StalePlanError as exc:
-            github.comment(pull.number, f"{RESULT_MARKER}\n### litellm-roster apply for {label}: refused\n\n{exc}\n")
+            github.comment(pull.number, _refusal(label, exc))
             github.close()
             raise
         return cls(github, pull, checksum, roster, label, sha)
 
     def refused(self, exc: Exception) -> None:
-        self.github.comment(self.pull.number, f"{RESULT_MARKER}\n### litellm-roster apply for {self.label}: "
-                                              f"refused\n\n{exc}\n\nNothing was changed. To apply today's plan, "
-                                              "review it and run the roster-apply workflow by hand with its "
-                                              "checksum.\n")
+        self.github.comment(self.pull.number, _refusal(self.label, exc))
 
     def report(self, result: Any) -> None:
         from .render import apply_report
@@ -138,3 +135,9 @@ class ReviewedPull:
 
     def close(self) -> None:
         self.github.close()
+
+
+def _refusal(label: str, exc: Exception) -> str:
+    """The comment on the merged pull request when apply refuses: why, and how to apply after all."""
+    return (f"{RESULT_MARKER}\n### litellm-roster apply for {label}: refused\n\n{exc}\n\nNothing was changed. To "
+            "apply today's plan, review it and run the roster-apply workflow by hand with its checksum.\n")

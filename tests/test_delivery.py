@@ -12,7 +12,7 @@ import pytest
 import yaml
 from helpers import SOPS, managed_keys
 
-from reconciler.delivery import Sops, refresh_fields, write_atomic
+from reconciler.delivery import Sops, set_fields, write_atomic
 from reconciler.errors import DeliveryError
 from reconciler.records import read_key_file, token_of
 
@@ -57,7 +57,8 @@ def test_readable_fields_can_be_refreshed_without_decrypting(tmp_path, sops, peo
     path = tmp_path / "jane.sops.yaml"
     write_atomic(path, sops.encrypt({"developer": "jane", "models": ["a"], "api_key": "sk-refresh-secret-01"},
                                     [people["jane"].recipient], path.name))
-    refresh_fields(path, {"models": ["a", "b"], "expires": "2027-01-01T00:00:00Z"})
+    write_atomic(path, set_fields(path.read_bytes(), {"models": ["a", "b"], "expires": "2027-01-01T00:00:00Z"},
+                                  path.name))
     assert yaml.safe_load(path.read_text())["models"] == ["a", "b"]
     assert _sops_decrypt(path, SOPS_AGE_KEY_FILE=str(people["jane"].identity_file)).stdout == "sk-refresh-secret-01"
 
