@@ -317,8 +317,8 @@ def where_cpu_went(before: dict[str, float], after: dict[str, float], wall: floa
 
 def bench_apply(target_name: str, count: int) -> dict:
     from reconciler import cli
-    from reconciler.delivery import Sops
-    from reconciler.litellm import LiteLLMClient
+    from reconciler.adapters.delivery import Sops
+    from reconciler.adapters.litellm import LiteLLMClient
 
     timers = Timers()
     timers.wrap(Sops, "_run", lambda *args: "sops")

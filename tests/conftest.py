@@ -12,7 +12,7 @@ from helpers import MASTER, NAMES, Person, Workspace, scan_for_secrets
 from litellm_app import serve_litellm_app
 
 from litellm_roster_sandbox import start_sandbox
-from reconciler.delivery import Sops
+from reconciler.adapters.delivery import Sops
 
 
 @pytest.fixture(scope="session")

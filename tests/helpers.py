@@ -151,7 +151,7 @@ def check_invariant(ws: Workspace, sandbox) -> None:
     live; exactly one key per developer carries the canonical alias; the next plan is empty."""
     import hashlib
 
-    from reconciler.records import read_key_files
+    from reconciler.adapters.keyfiles import read_key_files
 
     rows = managed_keys(sandbox)
     files = read_key_files(ws.keys)

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from litellm_roster_sandbox import Fault, start_sandbox
-from reconciler.records import read_key_files
-from reconciler.timeutil import iso, utcnow
+from reconciler.adapters.keyfiles import read_key_files
+from reconciler.core.timeutil import iso, utcnow
 
 NAMES = ("ann", "bob", "cy")
 MODEL_SETS = (["claude-code"], ["claude-sonnet-4-5-20250929"], ["claude-3-opus-20240229", "claude-sonnet-4.5"])

@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 from test_plan import ADMIN, CATALOG, NOW, A, dev, key, tok
 
 from litellm_roster_sandbox import start_sandbox
-from reconciler.apply import Applier
-from reconciler.litellm import LiteLLMClient
-from reconciler.live import LiveKey
-from reconciler.plan import diff
-from reconciler.records import KeyFile, read_records
-from reconciler.roster import RETIRING_SUFFIX, Limits, parse_roster
-from reconciler.timeutil import iso, utcnow
+from reconciler.adapters.keyfiles import delivery_dir, read_records
+from reconciler.adapters.litellm import LiteLLMClient
+from reconciler.core.live import LiveKey
+from reconciler.core.plan import diff
+from reconciler.core.records import KeyFile
+from reconciler.core.roster import RETIRING_SUFFIX, Limits, parse_roster
+from reconciler.core.timeutil import iso, utcnow
+from reconciler.service.apply import Applier
 
 MASTER = "sk-property-master-key-0001"
 SERVED = [{"model_name": name, "litellm_params": {"model": model}} for name, model in CATALOG.underlying.items()]
@@ -60,7 +61,7 @@ def converge(roster_text: str, live: list[LiveKey], files: dict[str, KeyFile]) -
 
             def plan():
                 keys = [LiveKey.from_api(obj) for obj in client.list_keys()]
-                return diff(roster, keys, read_records(roster.delivery_path), NOW, catalog=CATALOG,
+                return diff(roster, keys, read_records(delivery_dir(roster)), NOW, catalog=CATALOG,
                             proxy_url="http://proxy"), keys
 
             first, _ = plan()

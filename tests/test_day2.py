@@ -8,8 +8,8 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from reconciler.recipients import recipient_problem
-from reconciler.timeutil import iso, parse_instant, utcnow
+from reconciler.core.recipients import recipient_problem
+from reconciler.core.timeutil import iso, parse_instant, utcnow
 
 
 def test_a_simulated_clock_is_named_and_never_applied_by_accident(workspace, sandbox):

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from helpers import SOPS, managed_keys
 
-from reconciler.delivery import Sops, set_fields, write_atomic
+from reconciler.adapters.delivery import Sops, set_fields, write_atomic
+from reconciler.adapters.keyfiles import read_key_file
+from reconciler.core.records import token_of
 from reconciler.errors import DeliveryError
-from reconciler.records import read_key_file, token_of
 
 SSH_PUB_TYPE = "ssh-ed25519"
 
@@ -141,7 +142,7 @@ def test_sops_class_reports_version(sops):
 
 
 def test_fast_reader_agrees_with_yaml_on_real_files(tmp_path, sops, people):
-    from reconciler.records import _simple_mapping, read_key_files
+    from reconciler.adapters.keyfiles import _simple_mapping, read_key_files
 
     docs = {
         "jane": {"developer": "jane", "key_alias": "cc-jane", "proxy_url": "https://litellm.example.com:4000/x",
@@ -164,7 +165,7 @@ def test_fast_reader_agrees_with_yaml_on_real_files(tmp_path, sops, people):
 
 
 def test_fast_reader_leaves_typed_scalars_to_yaml():
-    from reconciler.records import _simple_mapping
+    from reconciler.adapters.keyfiles import _simple_mapping
 
     assert _simple_mapping("t: 0a3f\nu: abc\nn: null\n") == {"t": "0a3f", "u": "abc", "n": None}
     for typed in ("1234", "0x1f", "true", "2027-03-31", "1.5e+5", ".inf", "~", "yes"):
@@ -181,11 +182,11 @@ def test_a_key_that_does_not_see_its_models_is_a_failed_change(tmp_path, sandbox
 
     from helpers import MASTER
 
-    from reconciler.apply import Applier
-    from reconciler.litellm import LiteLLMClient
-    from reconciler.plan import diff
-    from reconciler.records import Records
-    from reconciler.roster import parse_roster
+    from reconciler.adapters.litellm import LiteLLMClient
+    from reconciler.core.plan import diff
+    from reconciler.core.records import Records
+    from reconciler.core.roster import parse_roster
+    from reconciler.service.apply import Applier
 
     text = (f"version: 1\nkeys:\n  alias: cc-{{name}}\ndefaults:\n  models: [claude-3-opus-20240229]\n"
             f"developers:\n  - name: jane\n    recipient: {people['jane'].recipient}\n")

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from reconciler.github import BOT, PLAN_MARKER
+from reconciler.adapters.github import BOT, PLAN_MARKER
 
 TOKEN = "ghs_fake-token-0123456789abcdefghij"
 REPO = "acme/roster"

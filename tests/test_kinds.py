@@ -3,9 +3,9 @@ for a reviewer; a new kind that forgets one fails here, not at apply time."""
 
 from __future__ import annotations
 
-from reconciler import keys, teams, users  # noqa: F401  (each kind registers its changes by defining them)
-from reconciler.apply import Applier
-from reconciler.changes import STAGE, STAGES, Change
+from reconciler.core.changes import STAGE, STAGES, Change
+from reconciler.core.kinds import keys, teams, users  # noqa: F401  (each kind registers its changes by defining them)
+from reconciler.service.apply import Applier
 
 
 def kinds() -> dict[str, type[Change]]:

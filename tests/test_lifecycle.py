@@ -10,7 +10,7 @@ import httpx
 import yaml
 from helpers import MASTER, check_invariant, managed_keys, sandbox_models
 
-from reconciler.timeutil import iso, utcnow
+from reconciler.core.timeutil import iso, utcnow
 
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
 DAY = 86400

@@ -9,8 +9,8 @@ import pytest
 from helpers import MASTER, raw_server
 
 from litellm_roster_sandbox import Fault, start_sandbox
+from reconciler.adapters.litellm import LiteLLMClient
 from reconciler.errors import AuthError, ProxyError
-from reconciler.litellm import LiteLLMClient
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_old_litellms_401_for_an_unknown_key_reads_as_not_found():
 
 
 def test_version_outside_the_tested_range_is_a_warning():
-    from reconciler.litellm import TESTED_VERSIONS, version_warning
+    from reconciler.adapters.litellm import TESTED_VERSIONS, version_warning
 
     assert version_warning(None) is None
     assert version_warning(TESTED_VERSIONS[0]) is None and version_warning("1.100.5") is None
@@ -168,7 +168,7 @@ def test_tested_versions_are_what_ci_runs_and_the_readme_lists():
     import re
     from pathlib import Path
 
-    from reconciler.litellm import TESTED_VERSIONS
+    from reconciler.adapters.litellm import TESTED_VERSIONS
 
     root = Path(__file__).parent.parent
     conformance = root / "tests" / "conformance"

@@ -11,7 +11,7 @@ import yaml
 from helpers import MASTER, RECONCILE, Workspace, check_invariant, managed_keys
 
 from litellm_roster_sandbox import Fault
-from reconciler.lock import FileLock, lock_path
+from reconciler.adapters.lock import FileLock, lock_path
 
 NAMES = ["jane", "john", "priya", "ada", "omar"]
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 from helpers import recipient_of
 
-from reconciler.catalog import ModelCatalog
-from reconciler.changes import Conflict
-from reconciler.keys import Adopt, Create, Rotate, Update, file_document_fields
-from reconciler.live import LLM_ROUTES, LiveKey, managed_metadata, user_id_for
-from reconciler.options import Options
-from reconciler.plan import diff
-from reconciler.proofs import Prover
-from reconciler.records import KeyFile, Records
-from reconciler.roster import RETIRING_SUFFIX, parse_roster
-from reconciler.timeutil import iso
+from reconciler.core.catalog import ModelCatalog
+from reconciler.core.changes import Conflict
+from reconciler.core.kinds.keys import Adopt, Create, Rotate, Update, file_document_fields
+from reconciler.core.live import LLM_ROUTES, LiveKey, managed_metadata, user_id_for
+from reconciler.core.options import Options
+from reconciler.core.plan import diff
+from reconciler.core.proofs import Prover
+from reconciler.core.records import KeyFile, Records
+from reconciler.core.roster import RETIRING_SUFFIX, parse_roster
+from reconciler.core.timeutil import iso
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
 A = recipient_of("jane")
@@ -57,7 +57,7 @@ def file_for(r, name: str, token: str | None = None, recipients=None, now=NOW) -
 
 
 def _desired(r, name, now=NOW):
-    from reconciler.keys import desired_state
+    from reconciler.core.kinds.keys import desired_state
     return desired_state(r, CATALOG, now)[name]
 
 
@@ -263,8 +263,8 @@ def test_alias_pairs_from_litellms_recorded_model_info():
 def test_a_long_plan_comment_keeps_what_a_reviewer_must_see():
     """1,000 updates and a high-risk rename: the comment stays under GitHub's limit, with the summary, checksum,
     brakes and high-risk section whole (they come first); only the table is shortened, and its markdown stays valid."""
-    from reconciler.render import COMMENT_LIMIT, markdown
-    from reconciler.safety import Brakes
+    from reconciler.cli.render import COMMENT_LIMIT, markdown
+    from reconciler.core.safety import Brakes
 
     names = [f"dev{i:04d}" for i in range(1000)]
     r = roster("".join(dev(n, "[m1, m2]") for n in names))

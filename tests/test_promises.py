@@ -17,7 +17,7 @@ import httpx
 import yaml
 from helpers import MASTER, RECONCILE, check_invariant, managed_keys, sandbox_models
 
-from reconciler.timeutil import iso, utcnow
+from reconciler.core.timeutil import iso, utcnow
 
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
 DAY = 86400
@@ -203,8 +203,8 @@ def test_one_proxy_whatever_its_spelling(workspace, sandbox):
     before = workspace.key_file("jane")["proxy_url"]
     other = workspace.env(LITELLM_PROXY_URL=f"http://LOCALHOST:{port}/")
     assert workspace.run("plan", "--detailed-exitcode", env=other).rc == 0  # no update for the other spelling
-    from reconciler.lock import lock_path
-    from reconciler.session import normalize_url
+    from reconciler.adapters.lock import lock_path
+    from reconciler.service.session import normalize_url
 
     assert lock_path(normalize_url(f"http://localhost:{port}")) == lock_path(normalize_url(sandbox.url))
     assert workspace.key_file("jane")["proxy_url"] == before
@@ -327,7 +327,7 @@ def test_sandbox_errors_are_one_line_and_spend_can_be_simulated(tmp_path, worksp
 
 
 def test_the_tool_ships_no_sandbox():
-    """`import reconciler.cli` (and the CLI's every command) loads nothing of the sandbox, the package holds none
+    """`import reconciler.cli.main` (and the CLI's every command) loads nothing of the sandbox, the package holds none
     of it, and the image's build copies only reconciler/."""
     from pathlib import Path
 
@@ -345,7 +345,7 @@ def test_the_tool_ships_no_sandbox():
 
 
 def test_every_flag_and_subcommand_has_help():
-    from reconciler.cli import _parser
+    from reconciler.cli.main import _parser
 
     parser = _parser()
     assert "exit codes" in parser.format_help()
@@ -359,7 +359,7 @@ def test_every_flag_and_subcommand_has_help():
 def test_readme_synopsis_matches_the_parser():
     from pathlib import Path
 
-    from reconciler.cli import _parser
+    from reconciler.cli.main import _parser
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     synopsis = readme.split("## The CLI", 1)[1].split("```", 2)[1]

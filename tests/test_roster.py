@@ -9,8 +9,8 @@ import pytest
 import yaml
 from helpers import MASTER, RECONCILE, recipient_of
 
+from reconciler.core.roster import load_roster, parse_roster
 from reconciler.errors import RosterError
-from reconciler.roster import load_roster, parse_roster
 
 BAD = Path(__file__).parent / "data" / "bad-rosters"
 EXPECTED = yaml.safe_load((BAD / "expected.yaml").read_text())
@@ -79,7 +79,7 @@ def test_example_roster_starts_with_the_schema_comment():
 def test_top_level_schema_is_the_packaged_one():
     import json
 
-    from reconciler.roster import schema
+    from reconciler.core.roster import schema
 
     assert json.loads((ROOT / "schema" / "roster.schema.json").read_text()) == schema()
 
@@ -120,7 +120,7 @@ def test_merge_keys_work():
 
 
 def test_huge_file_is_refused_before_parsing(tmp_path):
-    from reconciler.roster import MAX_BYTES
+    from reconciler.core.roster import MAX_BYTES
 
     path = tmp_path / "roster.yaml"
     path.write_bytes(b"version: 1\n# " + b"x" * MAX_BYTES + b"\n")
@@ -152,6 +152,7 @@ def test_validate_offline_loads_no_http_client(tmp_path):
     roster.write_text(f"version: 1\nkeys: {{alias: 'c-{{name}}'}}\ndevelopers:\n  - name: jane\n    recipient: {A}\n"
                       "    models: [m1]\n")
     code = ("import sys; from reconciler import cli; rc = cli.main(['validate', '--offline', '--roster', sys.argv[1]]);"
-            " print(sorted(m for m in ('httpx', 'reconciler.session', 'reconciler.litellm') if m in sys.modules))")
+            " print(sorted(m for m in ('httpx', 'reconciler.service.session', 'reconciler.adapters.litellm')"
+            " if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code, str(roster)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip().endswith("[]"), done.stdout + done.stderr

@@ -6,7 +6,7 @@ import logging
 
 from helpers import scan_for_secrets
 
-from reconciler.cli import _RedactingFilter
+from reconciler.cli.main import _RedactingFilter
 from reconciler.redact import REDACT, Redactor
 
 

@@ -12,14 +12,14 @@ import httpx
 import pytest
 from helpers import MASTER, PROOF_KEY
 
-from reconciler.apply import Applier
-from reconciler.changes import STAGE
-from reconciler.delivery import Sops
+from reconciler.adapters.delivery import Sops
+from reconciler.core.changes import STAGE
+from reconciler.core.options import Options
+from reconciler.core.proofs import Prover
+from reconciler.core.roster import load_roster
 from reconciler.errors import CredentialError
-from reconciler.options import Options
-from reconciler.proofs import Prover
-from reconciler.roster import load_roster
-from reconciler.session import Session, Settings
+from reconciler.service.apply import Applier
+from reconciler.service.session import Session, Settings
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_the_applier_keeps_going_past_a_failed_change_in_stage_order(session, sa
 
 
 def test_the_renderers_show_the_same_plan_three_ways(session):
-    from reconciler.render import render
+    from reconciler.cli.render import render
 
     plan = session.plan(Options())
     text = render(plan, "text", roster="roster.yaml", proxy_url="http://proxy")

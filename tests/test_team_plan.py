@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from reconciler.plan import diff
-from reconciler.proofs import Prover
-from reconciler.records import Records
-from reconciler.roster import parse_roster
-from reconciler.teams import LiveTeam, classify_teams
+from reconciler.core.kinds.teams import LiveTeam, classify_teams
+from reconciler.core.plan import diff
+from reconciler.core.proofs import Prover
+from reconciler.core.records import Records
+from reconciler.core.roster import parse_roster
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 R = "age1m9pfl7efvru89xwn6rdl5xpkus6q6g2vrhwstqgyqlz4laj6cfwqepjg7h"
@@ -134,7 +134,7 @@ def test_a_hand_made_team_is_taken_over_only_when_asked_and_only_if_nobody_else_
 
 def test_a_developer_model_outside_the_team_stops_apply_at_plan_time():
     """LiteLLM refuses a key a model its team lacks (HTTP 403): the plan says apply would stop, before any change."""
-    from reconciler.safety import Brakes
+    from reconciler.core.safety import Brakes
 
     r = roster("  - {name: a, models: [m2]}", f"  - {{name: jane, recipient: {R}, team: a}}")
     plan = diff(r, [], Records(), NOW, teams=[])
@@ -146,7 +146,7 @@ def test_a_developer_model_outside_the_team_stops_apply_at_plan_time():
 def test_model_aliases_granted_to_a_developer_are_granted_to_their_team():
     """keys.grant_model_aliases also widens the team's models: before, its members' keys asked for aliases the team
     lacked, and apply half-failed with 403."""
-    from reconciler.catalog import ModelCatalog
+    from reconciler.core.catalog import ModelCatalog
 
     catalog = ModelCatalog({"m1": "p/m1", "m1-short": "p/m1"})
     r = parse_roster(f"""version: 1

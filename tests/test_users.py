@@ -7,13 +7,13 @@ from datetime import datetime, timedelta, timezone
 
 from helpers import recipient_of
 
-from reconciler.live import LLM_ROUTES, LiveKey, managed_metadata
-from reconciler.options import Options
-from reconciler.plan import diff
-from reconciler.records import Records
-from reconciler.roster import parse_roster
-from reconciler.safety import Brakes
-from reconciler.users import ROLE, LiveUser, user_metadata
+from reconciler.core.kinds.users import ROLE, LiveUser, user_metadata
+from reconciler.core.live import LLM_ROUTES, LiveKey, managed_metadata
+from reconciler.core.options import Options
+from reconciler.core.plan import diff
+from reconciler.core.records import Records
+from reconciler.core.roster import parse_roster
+from reconciler.core.safety import Brakes
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 A = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
@@ -40,8 +40,8 @@ def plan(r, keys, users, **options):
     """A key file for each managed key of a roster developer, as apply would have written it."""
     from pathlib import Path
 
-    from reconciler.keys import desired_state, file_document_fields
-    from reconciler.records import KeyFile
+    from reconciler.core.kinds.keys import desired_state, file_document_fields
+    from reconciler.core.records import KeyFile
 
     desired = desired_state(r, None, NOW)
     files = {k.roster_name: KeyFile(k.roster_name, Path(f"keys/{k.roster_name}.sops.yaml"), k.token,
@@ -83,7 +83,7 @@ def test_a_user_someone_else_made_blocks_the_developer_until_adopted():
 
 
 def test_a_user_litellm_made_for_a_team_membership_is_taken_over_unbraked():
-    from reconciler.teams import LiveTeam
+    from reconciler.core.kinds.teams import LiveTeam
 
     team = LiveTeam(team_id="t1", alias="platform", models=(), metadata={"managed_by": "litellm-roster",
                                                                           "roster_team": "platform"},

@@ -37,7 +37,7 @@ def test_keys_sharing_a_creation_time_are_each_listed_once(litellm):
     two pages or none when paged by it. The client pages by hash (docs/litellm.md §3)."""
     from helpers import MASTER
 
-    from reconciler.litellm import LiteLLMClient
+    from reconciler.adapters.litellm import LiteLLMClient
 
     values = ",".join(f"('{hashlib.sha256(str(i).encode()).hexdigest()}', 'bulk-{i:04d}', ARRAY[]::text[], "
                       "'2026-01-01T00:00:00'::timestamp)" for i in range(1000))

@@ -7,8 +7,8 @@ import hashlib
 import pytest
 from helpers import MASTER
 
+from reconciler.adapters.litellm import LiteLLMClient
 from reconciler.errors import ProxyError
-from reconciler.litellm import LiteLLMClient
 
 KEY = "sk-quirk-key-000000000001"
 TOKEN = hashlib.sha256(KEY.encode()).hexdigest()

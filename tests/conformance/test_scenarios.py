@@ -11,7 +11,7 @@ def _invariant(ws, litellm) -> None:
     """The delivery invariant, read over HTTP: each live managed key has its file, which decrypts to it."""
     import hashlib
 
-    from reconciler.records import read_key_files
+    from reconciler.adapters.keyfiles import read_key_files
 
     current = [k for k in litellm.managed() if "retire_at" not in k["metadata"]]
     files = read_key_files(ws.keys)
@@ -108,8 +108,8 @@ def test_expiry_set_moved_and_removed(real_workspace, litellm):
     import json
     from datetime import timedelta
 
-    from reconciler.live import NEVER
-    from reconciler.timeutil import parse_litellm_time, utcnow
+    from reconciler.core.live import NEVER
+    from reconciler.core.timeutil import parse_litellm_time, utcnow
 
     ws = real_workspace
     in_30_days = (utcnow() + timedelta(days=30)).date()

@@ -243,7 +243,7 @@ def test_a_relabelled_team_key_is_never_adopted(real_workspace, litellm):
     """A team admin may change a team key's alias and metadata: with a planted adoption record, such a key looked
     like the next hire's adopted key, and its secret stayed with the team admin. A key bound to a team that is not
     the tool's is never believed to be adopted, nor adopted."""
-    from reconciler.records import adoption_document
+    from reconciler.core.records import adoption_document
 
     ws = real_workspace
     team = litellm.http.post("/team/new", json={"team_alias": "side-team"}).json()["team_id"]

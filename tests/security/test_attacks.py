@@ -12,9 +12,9 @@ from datetime import timedelta
 import yaml
 from helpers import raw_server
 
-from reconciler.delivery import Sops, write_atomic
-from reconciler.records import adoption_document
-from reconciler.timeutil import iso, utcnow
+from reconciler.adapters.delivery import Sops, write_atomic
+from reconciler.core.records import adoption_document
+from reconciler.core.timeutil import iso, utcnow
 
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
 

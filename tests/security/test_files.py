@@ -12,7 +12,7 @@ import subprocess
 
 from helpers import RECONCILE
 
-from reconciler.addresses import normalize_url
+from reconciler.core.addresses import normalize_url
 
 
 def test_a_committed_audit_symlink_is_refused_and_its_target_untouched(workspace, sandbox, tmp_path_factory):

@@ -119,7 +119,7 @@ def test_last_resort_handler_is_one_redacted_line(monkeypatch, capsys, sandbox, 
     def broken(*args, **kwargs):
         raise ValueError(f"cannot parse {{'auth': 'Bearer {MASTER}'}}")
 
-    monkeypatch.setattr("reconciler.session.Session.plan", broken)
+    monkeypatch.setattr("reconciler.service.session.Session.plan", broken)
     assert cli.main(["plan"]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "Traceback" not in captured.err and MASTER not in captured.err
@@ -132,12 +132,12 @@ def test_last_resort_handler_is_one_redacted_line(monkeypatch, capsys, sandbox, 
 
 def test_an_unexpected_error_in_one_change_is_that_changes_outcome(sandbox, people, tmp_path, sops):
     """Any exception inside a change becomes its failed outcome (printed and audited); the others finish."""
-    from reconciler.apply import Applier
-    from reconciler.audit import AuditLog
-    from reconciler.litellm import LiteLLMClient
-    from reconciler.plan import diff
-    from reconciler.records import Records
-    from reconciler.roster import load_roster
+    from reconciler.adapters.audit import AuditLog
+    from reconciler.adapters.litellm import LiteLLMClient
+    from reconciler.core.plan import diff
+    from reconciler.core.records import Records
+    from reconciler.core.roster import load_roster
+    from reconciler.service.apply import Applier
 
     ws = Workspace(tmp_path, sandbox.url, people)
     ws.write_roster([{"name": "jane"}, {"name": "john"}])

@@ -12,8 +12,8 @@ from datetime import timedelta
 import yaml
 from helpers import PROOF_KEY
 
-from reconciler.delivery import Sops, set_fields, write_atomic
-from reconciler.timeutil import iso, utcnow
+from reconciler.adapters.delivery import Sops, set_fields, write_atomic
+from reconciler.core.timeutil import iso, utcnow
 
 OPUS, SONNET = "claude-3-opus-20240229", "claude-sonnet-4-5-20250929"
 SECRET_RE = re.compile(r"sk-[A-Za-z0-9_-]{20,}")

@@ -1,0 +1,1 @@
+"""The edges: the LiteLLM client, key files and sops, Kubernetes, locks, the audit trail, GitHub."""
