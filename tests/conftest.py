@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyrage
 import pytest
+from github_fake import FakeGitHub
 from helpers import MASTER, NAMES, Person, Workspace, scan_for_secrets
 from litellm_app import serve_litellm_app
 
@@ -90,3 +91,12 @@ def no_secret_in_logs_or_output(request, capsys):
         secrets += getattr(store, "plaintexts", [])
     leaks = scan_for_secrets([*handler.lines, out.out, out.err], Path("/nonexistent"), secrets)
     assert not leaks, leaks
+
+
+@pytest.fixture
+def github():
+    """A fake GitHub REST endpoint on 127.0.0.1 (tests/github_fake.py)."""
+    fake = FakeGitHub()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()

@@ -37,3 +37,19 @@ def test_apply_order_keeps_every_developer_a_key_and_deletes_last():
     assert before("create", "update") and before("update", "delete")
     assert before("delete", "leave-team") and before("leave-team", "delete-team") and before("delete", "delete-user")
     assert before("move-file", "create") and before("revoke", "create-user")
+
+
+def test_the_published_plan_schema_names_every_kind():
+    import json
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).parent.parent / "schema" / "plan.schema.json").read_text())
+    enums = [node["enum"] for node in _walk(schema) if isinstance(node, dict) and "create" in node.get("enum", [])]
+    assert enums and all(sorted(e) == sorted(STAGE) for e in enums), "schema/plan.schema.json's kinds disagree"
+
+
+def _walk(node):
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for child in children:
+        yield from _walk(child)

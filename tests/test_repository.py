@@ -4,12 +4,15 @@ the pull request's head is fetched from a local repository)."""
 
 from __future__ import annotations
 
+import io
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BIN, MASTER, RECONCILE, recipient_of
+from github_fake import REPO, TOKEN
+from helpers import BIN, MASTER, PROOF_KEY, RECONCILE, recipient_of
 
 REF = "0123456789abcdef0123456789abcdef01234567"
 REUSABLE = Path(__file__).parents[1] / ".github" / "workflows"
@@ -104,9 +107,8 @@ def test_the_plan_workflow_runs_in_a_roster_repository(roster_repo, sandbox, tmp
     assert "**Plan: 1 to create, 0 to rotate, 0 to update, 0 to delete. Users: 1 to create" in plan, plan
 
 
-def test_the_apply_workflow_commits_the_key_files_onto_a_main_that_moved(tmp_path, sandbox, people):
-    """The reusable apply workflow's commit step, run as written in a roster repository made by init: the key files
-    and audit trail are committed and pushed, rebased onto a main that moved while apply ran; nothing is lost."""
+def _roster_origin(tmp_path: Path, people) -> tuple[Path, Path]:
+    """A roster repository made by init with one developer, pushed to a bare origin: (origin, seed clone)."""
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
     seed = tmp_path / "seed"
@@ -118,22 +120,76 @@ def test_the_apply_workflow_commits_the_key_files_onto_a_main_that_moved(tmp_pat
     git(seed, "add", "-A")
     git(seed, "commit", "-q", "-m", "roster")
     git(seed, "push", "-q", str(origin), "main")
+    return origin, seed
+
+
+def _apply_step(name: str) -> str:
+    doc = yaml.safe_load((REUSABLE / "reusable-apply.yml").read_text())
+    return next(s["run"] for s in doc["jobs"]["apply"]["steps"] if s.get("name") == name)
+
+
+def _job_env(tmp_path: Path, sandbox) -> dict[str, str]:
+    return {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "LITELLM_MASTER_KEY": MASTER,
+            "LITELLM_PROXY_URL": sandbox.url, "RECONCILE_LOCK_DIR": str(tmp_path / "locks"),
+            "RECONCILE_PROOF_KEY": PROOF_KEY, "ACTOR": "ci-bot", "ENVIRONMENT": "", "TOKEN": "not-a-token"}
+
+
+def test_the_apply_workflow_commits_the_key_files_onto_a_main_that_moved(tmp_path, sandbox, people):
+    """The reusable apply workflow's commit step, run as written in a roster repository made by init: the key files
+    and audit trail are committed and pushed, rebased onto a main that moved while apply ran; nothing is lost."""
+    origin, seed = _roster_origin(tmp_path, people)
     work = tmp_path / "work"
     git(tmp_path, "clone", "-q", str(origin), str(work))  # the job's checkout
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "LITELLM_MASTER_KEY": MASTER,
-           "LITELLM_PROXY_URL": sandbox.url, "RECONCILE_LOCK_DIR": str(tmp_path / "locks")}
+    env = _job_env(tmp_path, sandbox)
     applied = run(RECONCILE, "apply", cwd=work, env=env)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     (work / "apply.txt").write_text(applied.stdout)
     git(seed, "commit", "-q", "--allow-empty", "-m", "meanwhile, on main")  # main moves while apply runs
     git(seed, "push", "-q", str(origin), "main")
-    doc = yaml.safe_load((REUSABLE / "reusable-apply.yml").read_text())
-    step = next(s["run"] for s in doc["jobs"]["apply"]["steps"]
-                if s.get("name") == "commit key files and the audit trail")
-    committed = run("bash", "-e", "-c", step, cwd=work, env={**env, "ACTOR": "ci-bot", "ENVIRONMENT": "",
-                                                            "TOKEN": "not-a-token"})
+    committed = run("bash", "-e", "-c", _apply_step("commit key files and the audit trail"), cwd=work, env=env)
     assert committed.returncode == 0, committed.stdout + committed.stderr
     log = git(origin, "log", "--format=%s", "main")
     assert log.splitlines()[:2] == ["reconcile apply by ci-bot: 0 failed [skip ci]", "meanwhile, on main"]
     files = git(origin, "ls-tree", "-r", "--name-only", "main").splitlines()
     assert "keys/jane.sops.yaml" in files and "audit.jsonl" in files
+
+
+def test_a_refused_push_loses_no_key(tmp_path, sandbox, people, github):
+    """The apply job's push refused (a hook on the origin, as a branch rule would): the step fails at once and
+    loudly, and the run keeps the key files as its roster-keys artifact. The next run fetches that artifact, puts the
+    files back without a new secret, and pushes them."""
+    origin, _ = _roster_origin(tmp_path, people)
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'refusing: protected branch' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    env = {**_job_env(tmp_path, sandbox), "GITHUB_API_URL": github.url, "GITHUB_REPOSITORY": REPO,
+           "GITHUB_TOKEN": TOKEN, "API": github.url, "REPO": REPO, "NAME": "roster-keys", "CHECKSUM": "",
+           "FORCE": "", "ON_MERGE": "", "PUSH_CHECK": "main", "TOKEN": TOKEN}
+    first = tmp_path / "first"
+    git(tmp_path, "clone", "-q", str(origin), str(first))
+    applied = run("bash", "-e", "-c", _apply_step("apply"), cwd=first, env=env)
+    assert applied.returncode == 0 and "jane: create" in applied.stdout, applied.stdout + applied.stderr
+    token = yaml.safe_load((first / "keys" / "jane.sops.yaml").read_text())["token_sha256"]
+    pushed = run("bash", "-e", "-c", _apply_step("commit key files and the audit trail"), cwd=first, env=env)
+    assert pushed.returncode == 1 and "could not push the key files" in pushed.stdout, pushed.stdout + pushed.stderr
+    artifact = io.BytesIO()  # what upload-artifact keeps: keys/ and the audit trail, paths as in the repository
+    with zipfile.ZipFile(artifact, "w") as archive:
+        for path in [*first.glob("keys/**/*"), *first.glob("audit*.jsonl")]:
+            if path.is_file():
+                archive.write(path, path.relative_to(first).as_posix())
+    github.artifacts = [("roster-keys", "main", artifact.getvalue()), ("roster-keys", "mallory-branch", b"")]
+    hook.unlink()
+
+    second = tmp_path / "second"  # the next run: main has no key file for jane
+    git(tmp_path, "clone", "-q", str(origin), str(second))
+    assert not (second / "keys" / "jane.sops.yaml").exists()
+    fetched = run("bash", "-e", "-c", _apply_step("fetch the key files an earlier run could not push"), cwd=second,
+                  env=env)
+    assert fetched.returncode == 0 and (second / ".recovered" / "keys" / "jane.sops.yaml").is_file(), fetched.stderr
+    again = run("bash", "-e", "-c", _apply_step("apply"), cwd=second, env=env)
+    assert again.returncode == 0 and "jane: recover-file" in again.stdout, again.stdout + again.stderr
+    assert "rotate" not in again.stdout.split("Plan:")[0] and len(sandbox.store.rows) == 1
+    assert run("bash", "-e", "-c", _apply_step("commit key files and the audit trail"), cwd=second,
+               env=env).returncode == 0
+    assert yaml.safe_load(git(origin, "show", "main:keys/jane.sops.yaml"))["token_sha256"] == token
+    assert ".recovered" not in git(origin, "ls-tree", "-r", "--name-only", "main")

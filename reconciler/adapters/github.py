@@ -16,6 +16,9 @@ from ..redact import REDACT
 PLAN_MARKER = "<!-- litellm-roster-plan -->"  # the sticky plan comment (reusable-plan.yml writes it)
 RESULT_MARKER = "<!-- litellm-roster-apply -->"
 BOT = "github-actions[bot]"  # only the workflow's own comments are believed: anyone can write a comment
+# Ruleset rules a direct push of the key files with the job's token cannot meet (GitHub's rule types).
+BLOCKING_RULES = frozenset({"pull_request", "required_status_checks", "required_signatures", "required_deployments",
+                            "update", "merge_queue", "code_scanning", "workflows"})
 EMPTY_CHECKSUM = "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"  # sha256("[]"): no changes
 
 
@@ -38,8 +41,8 @@ class GitHub:
         env = os.environ
         missing = [v for v in ("GITHUB_REPOSITORY", "GITHUB_TOKEN") if not env.get(v)]
         if missing:
-            raise ConfigError(f"--github needs {' and '.join(missing)} (the workflow sets GITHUB_REPOSITORY; pass "
-                              "GITHUB_TOKEN: ${{ github.token }} with pull-requests: write)")
+            raise ConfigError(f"--github and --push-check need {' and '.join(missing)} (the workflow sets "
+                              "GITHUB_REPOSITORY; pass GITHUB_TOKEN: ${{ github.token }})")
         return cls(env.get("GITHUB_API_URL") or "https://api.github.com", env["GITHUB_REPOSITORY"],
                    env["GITHUB_TOKEN"])
 
@@ -58,6 +61,21 @@ class GitHub:
             if pull.get("merged_at") and pull.get("merge_commit_sha") == sha:
                 return PullRequest(int(pull["number"]), str(pull["head"]["sha"]))
         return None
+
+    def push_problem(self, branch: str) -> str | None:
+        """Why GitHub would refuse the job's push of the key files to branch, or None. Asked before apply changes
+        anything: refused afterwards, the new keys would be live with their files only on the runner."""
+        info = self._get(f"/repos/{self.repository}/branches/{branch}")
+        rules = self._get(f"/repos/{self.repository}/rules/branches/{branch}")
+        found = sorted({str(rule.get("type")) for rule in rules if isinstance(rule, dict)} & BLOCKING_RULES)
+        if info.get("protected"):
+            found.insert(0, "branch protection")
+        if not found:
+            return None
+        return (f"{branch} admits no direct push from this job ({', '.join(found)}), so the new keys' files could "
+                "not be committed; nothing was changed. Give the apply job a route the rules admit: a deploy key with "
+                "write access, listed as a bypass actor of the ruleset, in the ROSTER_PUSH_KEY secret (the workflow "
+                "then pushes with it and skips this check)")
 
     def comments(self, number: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -87,6 +87,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
         p.add_argument("--restore", action="store_true",
                        help="after the proxy lost its keys: register again the secrets of key files whose proof "
                             "verifies (apply needs an admin identity in SOPS_AGE_KEY_FILE)")
+        p.add_argument("--recover-from", metavar="DIR",
+                       help="the key files of an apply that could not push them (its roster-keys artifact, unpacked "
+                            "in DIR): put back those whose proof verifies and whose key is live")
 
     def output(p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=("text", "markdown", "json"), default="text",
@@ -113,6 +116,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--github", action="store_true",
                    help="in the apply workflow: apply only the plan reviewed on the merged pull request of "
                         "GITHUB_SHA, and comment the results there (GITHUB_TOKEN, GITHUB_REPOSITORY)")
+    p.add_argument("--push-check", metavar="BRANCH",
+                   help="in the apply workflow: before any change, ask GitHub whether the job may push the key files "
+                        "to BRANCH; refuse when the branch's rules would reject the push")
     p.add_argument("--force", action="store_true", help="apply past the brakes and the high-risk checks")
     p.add_argument("--auto-approve", action="store_true",
                    help="on a terminal, apply without asking for yes (CI never asks: it has no terminal)")

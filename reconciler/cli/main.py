@@ -96,7 +96,8 @@ def _options(args: argparse.Namespace, roster: Any) -> Any:
     from ..core.options import options_for
 
     return options_for(roster, adopt=args.adopt, replace=args.replace, only=args.only, no_delete=args.no_delete,
-                       restore=args.restore, reencrypt=os.environ.get("RECONCILE_REENCRYPT") == "1")
+                       restore=args.restore, reencrypt=os.environ.get("RECONCILE_REENCRYPT") == "1",
+                       recover_from=args.recover_from)
 
 
 # ---------------------------------------------------------------- commands
@@ -152,6 +153,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     sops = Sops()  # a missing or old sops is an error before anything is asked of the proxy
     stop = threading.Event()
     with _session(args, admin=True) as session, _interruptible(stop) as caught, _on_github(args, session) as pull:
+        if args.push_check:
+            _check_push(args.push_check)
         brakes = session.settings.brakes(session.roster, max_share=args.max_share, max_count=args.max_count)
         result = session.apply(
             _options(args, session.roster), sops, lock_timeout=args.lock_timeout, reviewed_file=args.plan,
@@ -186,6 +189,18 @@ def _confirm(args: argparse.Namespace, plan: Any, text: str) -> None:
         answer = ""
     if answer != "yes":
         raise ConfigError("apply cancelled: nothing was changed")
+
+
+def _check_push(branch: str) -> None:
+    from ..adapters.github import GitHub
+
+    github = GitHub.from_environment()
+    try:
+        problem = github.push_problem(branch)
+    finally:
+        github.close()
+    if problem:
+        raise ConfigError(problem)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from .timeutil import iso
 # time). Users and teams first, then memberships, then creates and rotations so nobody is left without a key; a
 # member leaves a team, a team and a user go only after every key change (LiteLLM deletes keys with them).
 STAGES: tuple[tuple[str, ...], ...] = (
-    ("move-file",),
+    ("move-file", "recover-file"),
     ("revoke",),
     ("create-user", "update-user"),
     ("create-team", "update-team", "adopt-team"),

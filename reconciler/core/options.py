@@ -19,11 +19,12 @@ class Options:
     no_delete: bool = False
     restore: bool = False  # register again the secrets of proven key files whose keys the proxy lost
     reencrypt: bool = False  # RECONCILE_REENCRYPT: apply holds an identity that decrypts the key files
+    recover_from: str | None = None  # where the key files of an apply that could not push them were unpacked
 
 
 def options_for(roster: Roster, *, adopt: list[str] | None = None, replace: list[str] | None = None,
                 only: list[str] | None = None, no_delete: bool = False, restore: bool = False,
-                reencrypt: bool = False) -> Options:
+                reencrypt: bool = False, recover_from: str | None = None) -> Options:
     names = {d.name for d in roster.developers}
     for flag, given in (("adopt", adopt), ("replace", replace)):  # --only may name a developer who left
         for name in given or []:
@@ -31,4 +32,4 @@ def options_for(roster: Roster, *, adopt: list[str] | None = None, replace: list
                 raise ConfigError(f"--{flag} {name}: no developer of that name in {roster.path}")
     return Options(adopt=frozenset(adopt or ()), replace=frozenset(replace or ()),
                    only=frozenset(only) if only else None, no_delete=no_delete, restore=restore,
-                   reencrypt=reencrypt)
+                   reencrypt=reencrypt, recover_from=recover_from)

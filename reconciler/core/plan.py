@@ -21,6 +21,7 @@ from .kinds.keys import (
     desired_state,
     diff_keys,
     moved_in,
+    recovered_files,
     renamed_files,
 )
 from .kinds.teams import LiveTeam, classify_teams, diff_teams
@@ -102,8 +103,10 @@ class Plan:
 
     @property
     def checksum(self) -> str:
-        """Covers what will be done, not when it was computed: the same roster and proxy give the same checksum."""
-        payload = json.dumps([c.data for c in self.actions], sort_keys=True, default=str)
+        """Covers what will be done, not when it was computed: the same roster and proxy give the same checksum.
+        A recovered key file is left out: it puts back what an earlier apply made and proved, changes no one's
+        access, and a plan reviewed before that apply's push failed could not have shown it."""
+        payload = json.dumps([c.data for c in self.actions if c.kind != "recover-file"], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     @property
@@ -137,10 +140,12 @@ def fingerprint(keys: list[LiveKey], teams: list[LiveTeam] | None = None,
 def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *,
          catalog: ModelCatalog | None = None, proxy_url: str | None = None, options: Options | None = None,
          teams: list[LiveTeam] | None = None, users: list[LiveUser] | None = None,
-         prover: Prover | None = None, legacy: dict[str, KeyFile] | None = None) -> Plan:
+         prover: Prover | None = None, legacy: dict[str, KeyFile] | None = None,
+         recovered: tuple[str, dict[str, KeyFile]] | None = None) -> Plan:
     """users: the proxy's users; None where they were not read (unit tests of the key diff), which leaves the
     developers' LiteLLM users out of the plan. prover: the operator's RECONCILE_PROOF_KEY (proofs.py). legacy: the
-    key files above an environment's directory, from before the roster declared environments."""
+    key files above an environment's directory, from before the roster declared environments. recovered: where
+    the key files of an apply that could not push them were unpacked, and those files."""
     options = options or Options()
     proofs = proofs_for(prover or Prover(), live, teams or [])
     seen_teams = classify_teams(teams or [], proofs)
@@ -151,6 +156,11 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     made = set(team_ids) | {c.name for c in team_changes if c.kind == "create-team"}
     waiting = {name for name, want in desired.items() if want.team is not None and want.team not in made}
     files, moves = moved_in(roster, records.files, legacy or {}, {k.token for k in live})
+    recovery_warnings: list[str] = []
+    if recovered is not None:
+        files, recoveries, recovery_warnings = recovered_files(roster, files, recovered[1], recovered[0],
+                                                               {k.token for k in live}, proofs)
+        moves += recoveries
     seen = classify(roster, live, records, now, frozenset(team_ids.values()), proofs)
     files, renamed = renamed_files(roster, files, seen.current)
     moves += renamed
@@ -184,7 +194,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     changes += [c for c in moves if selected(c.name)]
     changes += [c for c in team_changes if c.subject == "team" or (
         selected(c.name) and not (c.name in blocked_users and c.kind in ("join-team", "member-budget")))]
-    warnings += team_warnings
+    warnings += team_warnings + recovery_warnings
     changes, held = _hold_leaves(changes, live)
     warnings += held
     if options.no_delete:

@@ -29,6 +29,7 @@ from ..core.kinds.keys import (
     Create,
     Delete,
     MoveFile,
+    RecoverFile,
     ReEncrypt,
     RemoveFile,
     Restore,
@@ -420,6 +421,15 @@ class Applier:
             raise ReconcileError(f"{target} exists and differs from {source}; not moved")
         write_atomic(target, content)
         remove(source)
+        return ""
+
+    def _recover_file(self, change: RecoverFile) -> str:
+        """Checked again now: the file still holds the key the plan saw, whose committed file does not."""
+        source = Path(change.source)
+        if source.is_symlink() or not source.is_file() or \
+                read_key_file(change.name, source).token_sha256 != change.token:
+            raise ReconcileError(f"{source} changed since the plan; not recovered (plan again)")
+        write_atomic(self.path_for(change.name), source.read_bytes())
         return ""
 
     def _remove_own_file(self, name: str) -> None:

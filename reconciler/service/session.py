@@ -309,10 +309,15 @@ class Session:
             records = read_records(delivery_dir(self.roster))
             # Before the roster declared environments its key files lay one level up: they move in (plan.MoveFile).
             legacy = read_key_files(delivery_dir(self.roster).parent) if self.roster.environment else {}
+            recovered = None
+            if options is not None and options.recover_from:  # laid out as the repository: <dir>/keys[/<env>]
+                where = Path(options.recover_from) / self.roster.keys.delivery_dir
+                recovered = (str(where), read_key_files(where))
             catalog, live, teams, users, version = (future.result() for future in asked)
         check_models(self.roster, catalog)
         plan = diff(self.roster, live, records, self.clock(), catalog=catalog, proxy_url=self.proxy_url,
-                    options=options, teams=teams, users=users, prover=self.settings.prover, legacy=legacy)
+                    options=options, teams=teams, users=users, prover=self.settings.prover, legacy=legacy,
+                    recovered=recovered)
         warning = version_warning(version)
         plan = replace(plan, simulated=bool(self.settings.now))
         return replace(plan, warnings=(warning, *plan.warnings)) if warning else plan

@@ -166,3 +166,17 @@ def test_plan_job_command_with_a_viewer_key_against_litellm(tmp_path, litellm, p
                             env={**env, "LITELLM_VIEWER_KEY": "sk-not-a-key-0123456789"}, timeout=120)
     assert failed.returncode == 1
     assert (tmp_path / "plan.md").read_text().startswith("### litellm-roster plan failed\n\n```\nerror: ")
+
+
+def test_no_token_is_put_in_an_argument_list():
+    """A command's arguments are readable by every process on the runner (/proc/<pid>/cmdline): the workflows pass
+    tokens to git in its environment and to curl on stdin, never as an argument."""
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            for step in job.get("steps", []):
+                script = step.get("run", "")
+                for line in script.splitlines():
+                    command = line.split("#")[0]
+                    assert not re.search(r"(git|curl)\b.*(-c|-H|--header)\s+\S*\$(auth|TOKEN|GH_TOKEN)", command), \
+                        f"{path.name}: {step.get('name')}: {line.strip()}"
+                    assert "extraheader=" not in command, f"{path.name}: {step.get('name')}: {line.strip()}"

@@ -213,6 +213,23 @@ class MoveFile(Change):
         return [f"{self.source} -> {self.target}"]
 
 
+@dataclass(frozen=True)
+class RecoverFile(Change):
+    """A key file an earlier apply wrote but could not push back (its roster-keys artifact): it holds the developer's
+    live key, which the committed file does not, so it is put back instead of rotating the key again."""
+
+    kind, symbol = "recover-file", "~"
+    source: str = ""
+    target: str = ""
+    token: str = ""
+
+    def _data(self) -> dict[str, Any]:
+        return {"from": self.source, "to": self.target, "token_prefix": self.token[:12]}
+
+    def details(self) -> list[str]:
+        return [f"{self.source} -> {self.target}"]
+
+
 # ---------------------------------------------------------------- desired state
 
 
@@ -364,6 +381,30 @@ def moved_in(roster: Roster, files: dict[str, KeyFile], legacy: dict[str, KeyFil
                               source=str(parent / f"{name}.sops.yaml"),
                               target=f"{roster.keys.delivery_dir}/{name}.sops.yaml", token=file.token_sha256 or ""))
     return merged, moves
+
+
+def recovered_files(roster: Roster, files: dict[str, KeyFile], found: dict[str, KeyFile], source: str,
+                    live_tokens: set[str], proofs: Proofs) -> tuple[dict[str, KeyFile], list[Change], list[str]]:
+    """Key files from an apply whose push failed (source: where the operator unpacked them) come back where they
+    hold a live key the committed file does not. Only a file whose proof verifies: an artifact is not reviewed, and
+    a file without the operator's proof could hold a secret someone else chose."""
+    changes: list[Change] = []
+    warnings: list[str] = []
+    merged = dict(files)
+    for name, file in sorted(found.items()):
+        here = files.get(name)
+        if file.token_sha256 not in live_tokens or (here is not None and here.token_sha256 == file.token_sha256):
+            continue  # nothing to recover: its key is gone, or the committed file already holds it
+        why = file.problem or ("" if proofs.file_proven(name, file) else "its proof does not verify" if proofs.enabled
+                               else "proofs are off (RECONCILE_PROOF_KEY), and only a proven file is put back")
+        if why or file.environment != roster.environment:
+            warnings.append(f"{source}/{name}.sops.yaml is not recovered: {why or 'another environment'}")
+            continue
+        merged[name] = file
+        changes.append(RecoverFile(name, "an earlier apply made this key and could not push its file",
+                                   source=f"{source}/{name}.sops.yaml",
+                                   target=f"{roster.keys.delivery_dir}/{name}.sops.yaml", token=file.token_sha256))
+    return merged, changes, warnings
 
 
 def renamed_files(roster: Roster, files: dict[str, KeyFile],
