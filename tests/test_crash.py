@@ -76,7 +76,7 @@ def test_temp_files_of_a_killed_write_are_cleaned_and_ignored(workspace, sandbox
     workspace.write_roster(TEAM + [{"name": "priya"}])
     assert workspace.run("apply").rc == 0
     assert not left.exists() and sorted(p.name for p in workspace.keys.iterdir()) == [
-        ".gitignore", "jane.sops.yaml", "john.sops.yaml", "priya.sops.yaml"]
+        ".gitignore", ".sops.yaml", "jane.sops.yaml", "john.sops.yaml", "priya.sops.yaml"]
 
 
 def test_restore_killed_then_rerun(workspace, sandbox, people):

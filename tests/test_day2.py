@@ -83,7 +83,7 @@ def test_the_plan_says_when_apply_would_stop(workspace, sandbox):
     assert workspace.run("apply").rc == 4  # as the plan said
 
 
-def _on_a_terminal(workspace, *args: str, answer: str | None) -> tuple[int, str]:
+def _on_a_terminal(workspace, *args: str, answer: str | None, env: dict | None = None) -> tuple[int, str]:
     """Run reconcile with a pseudo-terminal for stdin and stdout, typing `answer` when asked."""
     import os
     import pty
@@ -92,7 +92,7 @@ def _on_a_terminal(workspace, *args: str, answer: str | None) -> tuple[int, str]
     from helpers import RECONCILE
 
     master, slave = pty.openpty()
-    process = subprocess.Popen([RECONCILE, *args], cwd=workspace.root, env=workspace.env(), stdin=slave,
+    process = subprocess.Popen([RECONCILE, *args], cwd=workspace.root, env=env or workspace.env(), stdin=slave,
                                stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     seen = b""
@@ -210,3 +210,69 @@ def test_a_renamed_developer_keeps_their_key(workspace, sandbox, people):
     ws.write_roster([{"name": "jane-smith", "previously": "john"}, {"name": "john"}])
     refused = ws.run("validate", "--offline")
     assert refused.rc == 1 and "'john' is still a developer in this roster" in refused.stderr
+
+
+def test_an_admin_re_keys_by_hand_with_the_sops_config_apply_writes(workspace, sandbox, people):
+    """apply keeps keys/.sops.yaml following the roster; after adding an admin recipient, an admin's `sops
+    updatekeys` with it gives each file exactly the roster's recipients and the same key, and the plan accepts the
+    files as they are (no rotation)."""
+    import yaml
+    from helpers import SOPS
+
+    ws = workspace
+    ws.write_roster([{"name": "jane"}, {"name": "john"}])
+    assert ws.run("apply").rc == 0
+    config = yaml.safe_load((ws.keys / ".sops.yaml").read_text())
+    assert [r["age"] for r in config["creation_rules"]] == [
+        ",".join(sorted([people[n].recipient, people["admin"].recipient])) for n in ("jane", "john")]
+    before = {n: ws.decrypt(n) for n in ("jane", "john")}
+    doc = yaml.safe_load(ws.roster.read_text())
+    doc["keys"]["admin_recipients"].append(people["priya"].recipient)
+    ws.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = ws.run("plan")
+    assert "keys/.sops.yaml differs from the roster's recipients: apply rewrites it" in plan.stdout
+    assert "2 to rotate" in plan.stdout  # the files lack the new admin: without updatekeys, new keys
+    written = ws.run("sops-config")
+    assert written.rc == 0 and people["priya"].recipient in written.stdout
+    (ws.keys / ".sops.yaml").write_text(written.stdout)
+    admin = {**ws.env(), "SOPS_AGE_KEY_FILE": str(people["admin"].identity_file)}
+    for name in ("jane", "john"):
+        done = subprocess.run([SOPS, "updatekeys", "-y", f"{name}.sops.yaml"], cwd=ws.keys, env=admin,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    assert ws.run("plan", "--detailed-exitcode").rc == 0  # accepted as they are: same key, the roster's recipients
+    assert {n: ws.decrypt(n) for n in ("jane", "john")} == before and ws.decrypt("jane", "priya") == before["jane"]
+
+
+def test_colour_and_progress_on_a_terminal_only(workspace, sandbox):
+    names = [f"dev{i:02d}" for i in range(12)]
+    workspace.add_people(names)
+    workspace.write_roster([{"name": n} for n in names])
+    rc, output = _on_a_terminal(workspace, "plan", answer=None)
+    assert rc == 0 and "\033[32m+  \033[0m dev00" in output, output[:400]
+    rc, output = _on_a_terminal(workspace, "plan", answer=None, env=workspace.env(NO_COLOR="1"))
+    assert rc == 0 and "\033[" not in output
+    assert "\033[" not in workspace.run("plan").stdout  # not a terminal: no colour
+    rc, output = _on_a_terminal(workspace, "apply", "--auto-approve", answer=None)
+    assert rc == 0 and "24/24 done, 0 failed" in output and "\033[32mok\033[0m" in output, output[-600:]
+    assert "done, 0 failed" not in workspace.run("plan").stderr
+
+
+def test_completion_scripts_complete_commands_flags_and_choices(tmp_path):
+    from helpers import RECONCILE
+
+    def complete(*words: str) -> list[str]:
+        script = subprocess.run([RECONCILE, "completion", "bash"], capture_output=True, text=True, check=True).stdout
+        probe = (f"{script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}; "
+                 "_reconcile; printf '%s\\n' \"${COMPREPLY[@]}\"")
+        done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("reconcile", "pl") == ["plan"]
+    assert complete("reconcile", "apply", "--for") == ["--force"]
+    assert complete("reconcile", "plan", "--format", "") == ["text", "markdown", "json"]
+    (tmp_path / "roster.yaml").write_text("")
+    assert complete("reconcile", "plan", "--roster", "ros") == ["roster.yaml"]
+    zsh = subprocess.run([RECONCILE, "completion", "zsh"], capture_output=True, text=True, check=True).stdout
+    assert zsh.startswith("autoload -U +X bashcompinit && bashcompinit\n")

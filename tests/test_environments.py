@@ -60,9 +60,9 @@ def test_each_environment_gets_its_own_keys_files_and_audit(ws, sandbox, product
     assert ws.run("apply", "--environment", "staging", env=staging).rc == 0
     applied = ws.run("apply", env=prod)
     assert applied.rc == 0, applied.stdout + applied.stderr
-    assert sorted(p.name for p in (ws.keys / "staging").iterdir() if p.suffix == ".yaml") == \
+    assert sorted(p.name for p in (ws.keys / "staging").glob("[!.]*.sops.yaml")) == \
         ["jane.sops.yaml", "john.sops.yaml"]
-    assert sorted(p.name for p in (ws.keys / "production").iterdir() if p.suffix == ".yaml") == ["jane.sops.yaml"]
+    assert sorted(p.name for p in (ws.keys / "production").glob("[!.]*.sops.yaml")) == ["jane.sops.yaml"]
     assert not list(ws.keys.glob("*.sops.yaml"))
     assert (ws.root / "audit-staging.jsonl").exists() and (ws.root / "audit-production.jsonl").exists()
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ..core.recipients import canonical
-from ..core.records import ADOPTED_SUFFIX, CLEARTEXT_FIELDS, NAME, SUFFIX, KeyFile, Records
+from ..core.records import ADOPTED_SUFFIX, CLEARTEXT_FIELDS, NAME, SOPS_CONFIG, SUFFIX, KeyFile, Records
 from ..errors import ConfigError
 
 _RECIPIENT_LINE = re.compile(r"^\s*-?\s*recipient:\s*(.+?)\s*$", re.M)
@@ -164,7 +164,18 @@ def read_adoptions(directory: Path) -> dict[str, str]:
 
 
 def read_records(directory: Path) -> Records:
-    return Records(read_key_files(directory), read_adoptions(directory))
+    return Records(read_key_files(directory), read_adoptions(directory), read_sops_config(directory))
+
+
+def read_sops_config(directory: Path) -> str | None:
+    """The directory's .sops.yaml as text; a symlink or anything unreadable reads as none, and apply writes it."""
+    path = directory / SOPS_CONFIG
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+        return None
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def confined_delivery_dir(roster_path: str | Path, delivery_dir: str) -> Path:

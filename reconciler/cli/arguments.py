@@ -179,6 +179,16 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p = command("schema", "print the roster's JSON Schema (for editors and CI checks)")
     p.set_defaults(func=commands["schema"])
 
+    p = command("sops-config", "print the .sops.yaml apply writes beside the key files (offline), for an admin's "
+                               "sops updatekeys after a roster change: reconcile sops-config > keys/.sops.yaml")
+    p.add_argument("--roster", default="roster.yaml", help="the roster file (default: roster.yaml)")
+    p.add_argument("--environment", metavar="NAME", help="the roster's environment (beats RECONCILE_ENVIRONMENT)")
+    p.set_defaults(func=commands["sops-config"])
+
+    p = command("completion", "print a shell completion script: eval \"$(reconcile completion bash)\"")
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+    p.set_defaults(func=commands["completion"])
+
     p = command("force-unlock", "remove a dead apply's lock")
     proxy(p)
     p.add_argument("lock_id", metavar="ID", help="the lock's id, as the refused apply printed it")

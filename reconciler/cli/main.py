@@ -21,6 +21,7 @@ from ..core.roster import load_roster
 from ..errors import ConfigError, ReconcileError
 from ..redact import REDACT
 from .arguments import build_parser
+from .terminal import Progress, paint, wants_colour
 
 log = logging.getLogger("reconciler")
 _print_lock = threading.Lock()
@@ -137,7 +138,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         Path(args.out).write_text(REDACT(render(plan, "json", roster=_label(session), proxy_url=session.proxy_url,
                                                 others=others, brakes=brakes)), "utf-8")
     out(render(plan, args.format, roster=_label(session), proxy_url=session.proxy_url, others=others,
-               brakes=brakes))
+               brakes=brakes, colour=wants_colour(sys.stdout)))
     log.info("%d requests to the proxy", requests)
     return 2 if args.detailed_exitcode and plan.changes else 0  # a conflict is something to do too
 
@@ -152,6 +153,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
                           "--simulated-clock if that is what you mean")
     sops = Sops()  # a missing or old sops is an error before anything is asked of the proxy
     stop = threading.Event()
+    colour = wants_colour(sys.stdout)
+    progress = Progress(0, out, err, enabled=False)
+
+    def planned(plan: Any) -> None:
+        nonlocal progress
+        _confirm(args, plan, render(plan, "text", roster=_label(session), proxy_url=session.proxy_url, colour=colour))
+        progress = Progress(len(plan.actions), out, err, enabled=sys.stderr.isatty())
+
+    def finished(o: Any) -> None:
+        result = paint("ok" if o.ok else "FAILED", "ok" if o.ok else "FAILED", colour)
+        pad = " " * (6 - len("ok" if o.ok else "FAILED"))
+        progress.line(f"{pad}{result}  {paint(f'{o.change.symbol:<3}', o.change.symbol, colour)} {o.change.name}: "
+                      f"{o.change.kind}" + (f": {o.message}" if o.message else "") + "\n", o.ok)
+
     with _session(args, admin=True) as session, _interruptible(stop) as caught, _on_github(args, session) as pull:
         if args.push_check:
             _check_push(args.push_check)
@@ -160,10 +175,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
             _options(args, session.roster), sops, lock_timeout=args.lock_timeout, reviewed_file=args.plan,
             checksum=pull.checksum if pull else args.checksum, brakes=brakes, force=args.force,
             audit_path=Path(args.audit_log) if args.audit_log else None, stop=stop,
-            on_plan=lambda plan: _confirm(args, plan, render(plan, "text", roster=_label(session),
-                                                             proxy_url=session.proxy_url)),
-            on_outcome=lambda o: out(f"{'ok' if o.ok else 'FAILED':>6}  {o.change.symbol:<3} {o.change.name}: "
-                                     f"{o.change.kind}" + (f": {o.message}" if o.message else "") + "\n"))
+            on_plan=planned, on_outcome=finished)
+        progress.close()
         if pull:
             pull.report(apply_report(result, session.roster, _label(session), pull.sha))
     if result.outcomes or result.not_started:
@@ -311,13 +324,29 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sops_config(args: argparse.Namespace) -> int:
+    from ..core.kinds.keys import desired_state, sops_config
+    from ..core.timeutil import utcnow
+
+    out(sops_config(desired_state(_roster(args), None, utcnow())))
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    out(script(_parser(), args.shell))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
 def _parser() -> argparse.ArgumentParser:
     return build_parser({"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "status": cmd_status,
                          "import": cmd_import, "schema": cmd_schema, "force-unlock": cmd_force_unlock,
-                         "key": cmd_key, "init": cmd_init})
+                         "key": cmd_key, "init": cmd_init, "sops-config": cmd_sops_config,
+                         "completion": cmd_completion})
 
 
 def main(argv: list[str] | None = None) -> int:

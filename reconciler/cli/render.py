@@ -8,6 +8,7 @@ from typing import Any
 
 from ..core.plan import Plan
 from ..core.timeutil import iso
+from .terminal import paint
 
 MARKDOWN_FOLD_AFTER = 20  # longer plans go inside <details> so the comment stays readable
 
@@ -27,10 +28,11 @@ def header(plan: Plan) -> str:
     return text_
 
 
-def text(plan: Plan, *, roster: str, proxy_url: str, brakes: str | None = None) -> str:
+def text(plan: Plan, *, roster: str, proxy_url: str, brakes: str | None = None, colour: bool = False) -> str:
     out = [f"Plan for {roster} against {proxy_url}: {header(plan)}.", ""]
     for change in plan.changes:
-        out.append(f"  {change.symbol:<3} {change.name:<24} {change.kind}: {change.reason}")
+        out.append(f"  {paint(f'{change.symbol:<3}', change.symbol, colour)} {change.name:<24} {change.kind}: "
+                   f"{change.reason}")
         out.extend(f"        {line}" for line in change.details())
     if plan.changes:
         out.append("")
@@ -46,7 +48,7 @@ def text(plan: Plan, *, roster: str, proxy_url: str, brakes: str | None = None) 
     if not plan.empty:
         out.append(f"Checksum: {plan.checksum}")
     if brakes:
-        out.append(f"Apply would stop here: {brakes} (apply --force if this is intended)")
+        out.append(paint(f"Apply would stop here: {brakes} (apply --force if this is intended)", "!", colour))
     return "\n".join(out) + "\n"
 
 
@@ -130,12 +132,12 @@ def as_json(plan: Plan, *, others: bool = False, brakes: str | None = None) -> s
 
 
 def render(plan: Plan, fmt: str, *, roster: str, proxy_url: str, others: bool = False,
-           brakes: str | None = None) -> str:
+           brakes: str | None = None, colour: bool = False) -> str:
     if fmt == "json":
         return as_json(plan, others=others, brakes=brakes)
     if fmt == "markdown":
         return markdown(plan, roster=roster, proxy_url=proxy_url, others=others, brakes=brakes)
-    return text(plan, roster=roster, proxy_url=proxy_url, brakes=brakes)
+    return text(plan, roster=roster, proxy_url=proxy_url, brakes=brakes, colour=colour)
 
 
 def apply_report(result: Any, roster: Any, label: str, sha: str) -> str:

@@ -23,6 +23,7 @@ from .kinds.keys import (
     moved_in,
     recovered_files,
     renamed_files,
+    sops_config,
 )
 from .kinds.teams import LiveTeam, classify_teams, diff_teams
 from .kinds.users import LiveUser, Revoke, diff_users
@@ -30,7 +31,7 @@ from .live import LiveKey, user_id_for
 from .options import Options
 from .ownership import classify, proofs_for
 from .proofs import NO_PROOFS, Proofs, Prover
-from .records import KeyFile, Records
+from .records import SOPS_CONFIG, KeyFile, Records
 from .roster import Roster
 from .timeutil import iso
 
@@ -54,6 +55,7 @@ class Plan:
     environment: str | None = None
     simulated: bool = False  # planned as of RECONCILE_NOW, not the real time
     refusals: tuple[str, ...] = ()  # what LiteLLM would refuse: apply stops on these before any change
+    sops_config: str | None = None  # the delivery directory's .sops.yaml, where apply must (re)write it
 
     @property
     def actions(self) -> tuple[Change, ...]:
@@ -195,6 +197,10 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     changes += [c for c in team_changes if c.subject == "team" or (
         selected(c.name) and not (c.name in blocked_users and c.kind in ("join-team", "member-budget")))]
     warnings += team_warnings + recovery_warnings
+    sops = sops_config(desired) if options.only is None else records.sops_config  # --only: the others' rules stay
+    if records.sops_config is not None and sops != records.sops_config:
+        warnings.append(f"{roster.keys.delivery_dir}/{SOPS_CONFIG} differs from the roster's recipients: apply "
+                        "rewrites it (an admin's sops updatekeys follows it)")
     changes, held = _hold_leaves(changes, live)
     warnings += held
     if options.no_delete:
@@ -211,7 +217,8 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
                 + len(seen.unproven) - len(revoked), roster.sha256,
                 fingerprint(relevant, seen_teams.relevant(roster), relevant_users), now,
                 tuple(expiring), len(seen.current), tuple(sorted(team_ids.items())), revoked=len(revoked),
-                proofs=proofs, environment=roster.environment, refusals=tuple(refusals))
+                proofs=proofs, environment=roster.environment, refusals=tuple(refusals),
+                sops_config=sops if sops != records.sops_config and (desired or records.sops_config) else None)
 
 
 def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change], list[str]]:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 SUFFIX = ".sops.yaml"
+SOPS_CONFIG = ".sops.yaml"  # the creation rules sops finds from the delivery directory
 ADOPTED_SUFFIX = ".adopted.yaml"
 TEMP_GLOB = ".*.tmp"  # write_atomic's temp files: left only by a killed run, removed by the next apply
 NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # a roster name (the schema's $defs.name)
@@ -56,6 +57,7 @@ class Records:
 
     files: dict[str, KeyFile] = field(default_factory=dict)
     adopted: dict[str, str] = field(default_factory=dict)  # developer -> token of the key adopted in place
+    sops_config: str | None = None  # the directory's .sops.yaml as it stands (None: there is none)
 
     def proves(self, name: str, token: str) -> bool:
         """An adoption record for this developer holds this key's hash."""

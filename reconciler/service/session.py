@@ -384,6 +384,7 @@ class Session:
             check_reviewed(plan, self.roster.path, reviewed_file=reviewed_file, checksum=checksum)
             on_plan(plan)
             if plan.empty:
+                self._write_sops_config(plan)
                 return ApplyResult(plan, [], 0)
             (brakes or self.settings.brakes(self.roster)).check(plan, force=force)
             default = f"audit-{self.roster.environment}.jsonl" if self.roster.environment else "audit.jsonl"
@@ -399,9 +400,20 @@ class Session:
             if stop is not None:
                 applier.stop = stop
             outcomes = applier.run(plan)
+            if not applier.not_started:
+                self._write_sops_config(plan)
             return ApplyResult(plan, outcomes, applier.not_started)
         finally:
             lock.release()
+
+
+    def _write_sops_config(self, plan: Plan) -> None:
+        from ..adapters.delivery import write_atomic
+        from ..adapters.keyfiles import delivery_dir
+        from ..core.records import SOPS_CONFIG
+
+        if plan.sops_config is not None:
+            write_atomic(delivery_dir(self.roster) / SOPS_CONFIG, plan.sops_config.encode())
 
 
 @dataclass(frozen=True)

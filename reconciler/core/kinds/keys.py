@@ -230,6 +230,20 @@ class RecoverFile(Change):
         return [f"{self.source} -> {self.target}"]
 
 
+def sops_config(desired: dict[str, Desired]) -> str:
+    """The delivery directory's .sops.yaml: one creation rule per key file, with the recipients apply encrypts it to.
+    With it, an admin's `cd keys && sops updatekeys -y jane.sops.yaml` (sops looks for .sops.yaml from the working
+    directory up) gives a file exactly the recipients apply would, and the file is accepted as it is: its proof
+    binds only the encrypted value, which updatekeys keeps. Like .gitignore, it is derived from the roster and
+    written by apply, not a change to review."""
+    lines = ["# Written by litellm-roster on every apply, from the roster: edit the roster, not this file.",
+             "creation_rules:" + ("" if desired else " []")]
+    for name, want in sorted(desired.items()):
+        lines += [f"  - path_regex: '(^|/){name}\\.sops\\.yaml$'", "    encrypted_regex: ^api_key$",
+                  "    mac_only_encrypted: true", f"    age: '{','.join(want.recipients)}'"]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- desired state
 
 
