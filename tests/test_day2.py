@@ -276,3 +276,37 @@ def test_completion_scripts_complete_commands_flags_and_choices(tmp_path):
     assert complete("reconcile", "plan", "--roster", "ros") == ["roster.yaml"]
     zsh = subprocess.run([RECONCILE, "completion", "zsh"], capture_output=True, text=True, check=True).stdout
     assert zsh.startswith("autoload -U +X bashcompinit && bashcompinit\n")
+
+
+def test_a_released_key_keeps_working_and_is_forgotten(workspace, sandbox):
+    """released: lets go of a key without deleting it (high-risk: a pull request could keep a leaver's access this
+    way, so apply needs --allow-release NAME or --force); the key and its user lose the tool's marks, the key file
+    goes, and later plans leave them alone."""
+    import yaml
+    from helpers import sandbox_models
+
+    ws = workspace
+    ws.write_roster([{"name": "jane"}, {"name": "john"}])
+    assert ws.run("apply").rc == 0
+    secret = ws.decrypt("jane")
+    both = yaml.safe_load(ws.roster.read_text())
+    both["released"] = ["jane"]
+    ws.roster.write_text(yaml.safe_dump(both, sort_keys=False))
+    invalid = ws.run("validate", "--offline")
+    assert invalid.rc == 1 and "released[0]: 'jane' is still a developer in this roster" in invalid.stderr
+    both["developers"] = [d for d in both["developers"] if d["name"] != "jane"]
+    ws.roster.write_text(yaml.safe_dump(both, sort_keys=False))
+    plan = ws.run("plan")
+    assert "~   jane                     release: listed in released" in plan.stdout, plan.stdout
+    assert "! jane: lets go of a managed key" in plan.stdout and "0 to delete" in plan.stdout
+    assert "delete-user" not in plan.stdout  # the user stays with the key (LiteLLM deletes a user's keys with it)
+    braked = ws.run("apply")
+    assert braked.rc == 4 and "--allow-release jane passes the releases alone" in braked.stderr
+    applied = ws.run("apply", "--allow-release", "jane")
+    assert applied.rc == 0, applied.stdout + applied.stderr
+    (row,) = [r for r in sandbox.store.rows.values() if r["key_alias"] == "claude-code-jane"]
+    assert "managed_by" not in row["metadata"] and "roster_proof" not in row["metadata"]
+    assert sandbox_models(sandbox.url, secret) != 401  # still works
+    assert not (ws.keys / "jane.sops.yaml").exists() and (ws.keys / "john.sops.yaml").exists()
+    assert "managed_by" not in (sandbox.store.users["roster:jane"].get("metadata") or {})
+    assert ws.run("plan", "--detailed-exitcode").rc == 0  # forgotten: nothing to do, nothing deleted

@@ -29,10 +29,12 @@ def test_brake_on_deletes_names_the_numbers(workspace, sandbox):
     write_team(workspace, 8)
     braked = workspace.run("apply")
     assert braked.rc == 4
-    assert ("error: Too many deletes: 4 of 12 managed keys (33%) is over 30%; nothing was changed. "
-            "Re-run with --force if this is intended.") in braked.stderr
+    assert ("error: Too many deletes: 4 of 12 managed keys (33%) is over 30% (--allow-deletes 4 passes exactly "
+            "these); nothing was changed. Re-run with --force if this is intended.") in braked.stderr
     assert len(managed_keys(sandbox)) == 12
-    assert workspace.run("apply", "--max-share", "0.5").rc == 0
+    assert workspace.run("apply", "--allow-deletes", "3").rc == 4  # a count, not a switch: 4 deletes are not 3
+    assert len(managed_keys(sandbox)) == 12
+    assert workspace.run("apply", "--allow-deletes", "4").rc == 0
     assert len(managed_keys(sandbox)) == 8
 
 
@@ -162,3 +164,47 @@ def test_import_writes_a_roster_that_adopts_in_place(workspace, sandbox, people)
         row = sandbox.store.rows[out["token"]]  # the same keys, now managed
         assert row["metadata"]["managed_by"] == "litellm-roster" and row["metadata"]["delivery"] == "external"
     assert workspace.run("plan", "--detailed-exitcode").rc == 0
+
+
+def test_narrow_overrides_pass_only_what_they_name(workspace, sandbox):
+    """--allow-scheduled-rotations passes rotations due to keys.rotate_after, not a requested one; --allow-takeover
+    passes the named developer's takeover, not another's; --force is never needed for these."""
+    from datetime import timedelta
+
+    from reconciler.core.timeutil import iso, utcnow
+
+    write_team(workspace, 3, rotate_after="30d")
+    assert workspace.run("apply").rc == 0
+    later = workspace.env(RECONCILE_NOW=iso(utcnow() + timedelta(days=31)))
+    braked = workspace.run("apply", "--simulated-clock", env=later)
+    assert braked.rc == 4 and "Too many rotations: 3 of 3 managed keys (all of them) (--allow-scheduled-rotations " \
+        "passes them, each due to keys.rotate_after)" in braked.stderr, braked.stderr
+    doc = yaml.safe_load(workspace.roster.read_text())
+    doc["defaults"]["rotate"] = iso(utcnow() + timedelta(days=1))  # rotations asked for: not scheduled ones
+    workspace.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+    asked = workspace.run("apply", "--simulated-clock", "--allow-scheduled-rotations", env=later)
+    assert asked.rc == 4 and "Too many rotations: 3 of 3" in asked.stderr and "(--allow-sched" not in asked.stderr
+    del doc["defaults"]["rotate"]
+    workspace.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+    old = {r["token"] for r in managed_keys(sandbox)}
+    assert workspace.run("apply", "--simulated-clock", "--allow-scheduled-rotations", env=later).rc == 0
+    assert not old & {r["token"] for r in managed_keys(sandbox)}
+
+
+
+def test_allow_takeover_passes_only_the_named_takeover(workspace, sandbox):
+    import httpx
+    from helpers import MASTER
+
+    for name in ("dev-00", "dev-01"):
+        made = httpx.post(f"{sandbox.url}/key/generate", headers={"Authorization": f"Bearer {MASTER}"},
+                          json={"key_alias": f"claude-code-{name}", "models": ["claude-3-opus-20240229"]}).json()
+        workspace.known_secrets.append(made["key"])
+    write_team(workspace, 2)
+    one = workspace.run("apply", "--adopt", "dev-00", "dev-01", "--allow-takeover", "dev-00")
+    assert one.rc == 4 and "1 high-risk change(s) need --force (dev-01: takes over" in one.stderr, one.stderr
+    assert "--allow-takeover dev-01 passes the takeovers alone" in one.stderr
+    assert not any(r["metadata"] for r in sandbox.store.rows.values())  # nothing taken over
+    both = workspace.run("apply", "--adopt", "dev-00", "dev-01", "--allow-takeover", "dev-00", "dev-01")
+    assert both.rc == 0, both.stdout + both.stderr
+    assert all(r["metadata"].get("managed_by") == "litellm-roster" for r in sandbox.store.rows.values())

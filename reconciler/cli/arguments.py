@@ -128,6 +128,15 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--max-share", type=float, metavar="FRACTION",
                    help="brake: most deletes, rotations or updates as a share of managed keys, above 10 keys "
                         "(default: RECONCILE_MAX_SHARE, else 0.30; keys.brakes.max_share may only lower it)")
+    p.add_argument("--allow-deletes", type=int, metavar="N",
+                   help="let up to N deletes past the delete brakes (narrower than --force)")
+    p.add_argument("--allow-takeover", nargs="+", action="extend", metavar="NAME",
+                   help="let these developers' (or teams') takeovers of hand-made keys past the high-risk check")
+    p.add_argument("--allow-release", nargs="+", action="extend", metavar="NAME",
+                   help="let these names' keys be released (the roster's released:) past the high-risk check")
+    p.add_argument("--allow-scheduled-rotations", action="store_true",
+                   help="let rotations due only to keys.rotate_after past the rotation brakes (all keys aging "
+                        "out together)")
     p.add_argument("--max-count", type=int, metavar="N",
                    help="brake: most deletes, rotations or updates in one apply (default: RECONCILE_MAX_COUNT; "
                         "keys.brakes.max_count may only lower it)")

@@ -170,7 +170,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     with _session(args, admin=True) as session, _interruptible(stop) as caught, _on_github(args, session) as pull:
         if args.push_check:
             _check_push(args.push_check)
-        brakes = session.settings.brakes(session.roster, max_share=args.max_share, max_count=args.max_count)
+        brakes = session.settings.brakes(session.roster, max_share=args.max_share, max_count=args.max_count,
+                                         allow_deletes=args.allow_deletes,
+                                         allow_takeovers=frozenset(args.allow_takeover or ()),
+                                         allow_scheduled_rotations=args.allow_scheduled_rotations,
+                                         allow_releases=frozenset(args.allow_release or ()))
         result = session.apply(
             _options(args, session.roster), sops, lock_timeout=args.lock_timeout, reviewed_file=args.plan,
             checksum=pull.checksum if pull else args.checksum, brakes=brakes, force=args.force,

@@ -24,7 +24,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("join-team", "member-budget"),
     ("create", "rotate", "restore", "adopt"),
     ("update", "re-encrypt"),
-    ("delete", "remove-file"),
+    ("delete", "remove-file", "release"),
     ("leave-team", "conflict"),
     ("delete-team",),
     ("delete-user",),
@@ -108,6 +108,7 @@ class Change:
     kind: ClassVar[str]
     symbol: ClassVar[str]
     subject: ClassVar[str] = "developer"  # what `name` names
+    takes_over: ClassVar[bool] = False  # takes over a key or team made by hand: --allow-takeover NAME passes it
     name: str
     reason: str
 

@@ -107,6 +107,12 @@ def managed_metadata(name: str, base: dict[str, Any] | None = None, **extra: Any
     return out
 
 
+def unmarked(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Metadata with everything the tool wrote taken out (a released key or user): what people set stays."""
+    ours = {MARKER, "roster_name", "retire_at", "delivery", "roster_proof"}  # proofs.FIELD is roster_proof
+    return {k: v for k, v in metadata.items() if k not in ours}
+
+
 def _never_if_far(moment: datetime | None) -> datetime | None:
     return None if moment is not None and moment >= NEVER else moment
 

@@ -192,7 +192,8 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
         (options.only or frozenset()) - known)]
     revoked = {c.key.token for c in user_changes if isinstance(c, Revoke)}
     changes = [c for c in changes if not (isinstance(c, Conflict) and c.key is not None and c.key.token in revoked)]
-    changes += [c for c in user_changes if selected(c.name)]
+    releasing = {c.name for c in changes if c.kind == "release"}  # the user stays with the released key
+    changes += [c for c in user_changes if selected(c.name) and not (c.kind == "delete-user" and c.name in releasing)]
     changes += [c for c in moves if selected(c.name)]
     changes += [c for c in team_changes if c.subject == "team" or (
         selected(c.name) and not (c.name in blocked_users and c.kind in ("join-team", "member-budget")))]

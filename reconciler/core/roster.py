@@ -145,6 +145,7 @@ class Roster:
     model_refs: tuple[ModelRef, ...] = ()  # every model name as written, located; group names excluded
     teams: tuple[Team, ...] = ()
     environment: str | None = None  # the one this roster was read for, when it declares environments
+    released: tuple[str, ...] = ()  # names whose keys the tool lets go of without deleting them
 
     def developer(self, name: str) -> Developer | None:
         return self._by_name.get(name)
@@ -544,6 +545,10 @@ def _semantic_problems(data: dict, located: _Located, filename: str) -> list[Pro
         if isinstance(data.get("developers"), list) else set()
     # A recipient reads the keys encrypted to it: one per developer, and never an admin's, or a pull request could
     # give one developer's key to another (docs/security.md).
+    for i, name in enumerate(data.get("released") or [] if isinstance(data.get("released"), list) else []):
+        if name in current_names:
+            add(("released", i), f"'{name}' is still a developer in this roster; releasing lets go of the key of a "
+                                 "name that is gone: remove the developer's entry, or this one")
     holders: dict[str, str] = {canonical(r): "one of keys.admin_recipients" for r in keys.get("admin_recipients")
                                or [] if isinstance(r, str) and not recipient_problem(r)}
     for i, dev in enumerate(data.get("developers") or [] if isinstance(data.get("developers"), list) else []):
@@ -681,6 +686,7 @@ def parse_roster(text: str, filename: str = "roster.yaml", environment: str | No
         teams=tuple(Team(name=t["name"], models=tuple(t.get("models", ())), member_budget=t.get("member_budget"),
                          **{f: t.get(f) for f in TEAM_FIELDS}) for t in data.get("teams", ())),
         environment=environment,
+        released=tuple(data.get("released", ())),
     )
 
 

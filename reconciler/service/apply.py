@@ -31,6 +31,7 @@ from ..core.kinds.keys import (
     MoveFile,
     RecoverFile,
     ReEncrypt,
+    Release,
     RemoveFile,
     Restore,
     Rotate,
@@ -39,7 +40,7 @@ from ..core.kinds.keys import (
 )
 from ..core.kinds.teams import AdoptTeam, CreateTeam, DeleteTeam, Join, Leave, MemberBudget, UpdateTeam, team_metadata
 from ..core.kinds.users import NO_BUDGET, ROLE, CreateUser, DeleteUser, LiveUser, Revoke, UpdateUser, user_metadata
-from ..core.live import LLM_ROUTES, MARKER, NEVER, managed_metadata, user_id_for
+from ..core.live import LLM_ROUTES, MARKER, NEVER, managed_metadata, unmarked, user_id_for
 from ..core.plan import Plan
 from ..core.ports import ProxyAPI, Sealer
 from ..core.proofs import FIELD, Proofs, Prover, file_parts
@@ -208,14 +209,17 @@ class Applier:
         else:
             write_atomic(path, previous)
 
-    def _register_key(self, want: Desired, secret: str, now: datetime) -> None:
+    def _register_key(self, want: Desired, secret: str, now: datetime, spend: float = 0.0) -> None:
         """POST /key/generate with our own key (the plan established that its hash is not live: re-posting a live
         key would be a silent no-op). If the post fails, look the hash up: a retry whose first attempt landed with
         its answer lost meets "alias exists", yet the key is there."""
         token = token_of(secret)
         self._issued[want.name] = token
         try:
-            answer = self.client.generate(self._generate_body(want, secret, now))
+            # A rotated key starts with its predecessor's spend: a rotation must not reset the developer's budget
+            # window (/key/generate takes spend on every version of the matrix, docs/litellm.md §5).
+            body = self._generate_body(want, secret, now)
+            answer = self.client.generate({**body, "spend": spend} if spend else body)
         except ProxyError:
             # An earlier attempt may have landed with its answer lost (a retry then meets "alias exists").
             info = self.client.key_info(token)
@@ -251,14 +255,14 @@ class Applier:
                                                     f"{list(want.models)}")
         return "(verified on /v1/models)"
 
-    def _issue(self, want: Desired, before_register: Callable[[], None] = lambda: None) -> str:
+    def _issue(self, want: Desired, before_register: Callable[[], None] = lambda: None, spend: float = 0.0) -> str:
         now = self.clock()
         secret = new_secret()
         previous = self._write_key_file(want, secret, now)
         try:
             self._hook("after-file", want.name)
             before_register()
-            self._register_key(want, secret, now)
+            self._register_key(want, secret, now, spend)
         except BaseException:
             self._put_back(want, previous)
             raise
@@ -296,7 +300,7 @@ class Applier:
                     "duration": _duration_until(change.retire_at, now), "user_id": want.user_id})
             self._hook("after-retire", want.name)
 
-        message = self._issue(want, before_register=retire_old)
+        message = self._issue(want, before_register=retire_old, spend=old.spend)
         remove(self.adoption_path(want.name))  # a key adopted in place is now a delivered one
         return message
 
@@ -430,6 +434,19 @@ class Applier:
                 read_key_file(change.name, source).token_sha256 != change.token:
             raise ReconcileError(f"{source} changed since the plan; not recovered (plan again)")
         write_atomic(self.path_for(change.name), source.read_bytes())
+        return ""
+
+    def _release(self, change: Release) -> str:
+        """The key first: once its marks are gone nothing of the tool's claims it, and a re-run finds it released."""
+        self._send_update({"key": change.key.token, "metadata": unmarked(change.key.metadata)})
+        user = self.client.user_info(user_id_for(change.name))
+        if user is not None and isinstance(user.get("metadata"), dict) and user["metadata"].get(MARKER):
+            # Never empty: LiteLLM's /user/update leaves the stored metadata as it was when given {} (1.108.7).
+            self.client.update_user({"user_id": user_id_for(change.name), "metadata": {
+                **unmarked(user["metadata"]), "released_from_roster": iso(self.clock())}})
+        if change.remove_file:
+            self._remove_own_file(change.name)
+        remove(self.adoption_path(change.name))
         return ""
 
     def _remove_own_file(self, name: str) -> None:

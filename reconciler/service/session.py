@@ -80,12 +80,14 @@ class Settings:
                    max_share=_env_number("RECONCILE_MAX_SHARE", float),
                    max_count=_env_number("RECONCILE_MAX_COUNT", int))
 
-    def brakes(self, roster: Roster, *, max_share: float | None = None, max_count: int | None = None) -> Brakes:
-        """The flags' thresholds, else the environment's, tightened by the roster's (safety.Brakes.for_roster)."""
+    def brakes(self, roster: Roster, *, max_share: float | None = None, max_count: int | None = None,
+               **allowed: Any) -> Brakes:
+        """The flags' thresholds, else the environment's, tightened by the roster's, and the flags' narrow
+        overrides (safety.Brakes.for_roster)."""
         from ..core.safety import Brakes
 
         return Brakes.for_roster(roster, max_share=self.max_share if max_share is None else max_share,
-                                 max_count=self.max_count if max_count is None else max_count)
+                                 max_count=self.max_count if max_count is None else max_count, **allowed)
 
 
 def _env_number(name: str, kind: Callable[[str], float]) -> float | None:

@@ -188,3 +188,38 @@ def test_the_developer_fetches_their_key_through_a_devcontainer_route(real_works
         blocked = subprocess.run(args, cwd=ws.root, capture_output=True, text=True, env=env, timeout=120)
     assert blocked.returncode == 1 and "the key is blocked" in blocked.stderr, blocked.stderr
     assert not (project / ".env").exists()
+
+
+def test_a_rotation_carries_spend_over_and_a_released_key_keeps_working(real_workspace, litellm):
+    """On LiteLLM: /key/generate takes the predecessor's spend, so a rotation does not reset a budget; a released
+    key loses the tool's marks (/key/update replaces metadata whole, /user/update too) and keeps working."""
+    import yaml
+
+    from reconciler.core.timeutil import iso, utcnow
+
+    ws = real_workspace
+    ws.write_roster([{"name": "jane"}, {"name": "john"}])
+    assert ws.run("apply").rc == 0
+    db = litellm.database
+    db.psql(db.DATABASE, "-c", """UPDATE "LiteLLM_VerificationToken" SET spend = 12.5
+                                  WHERE key_alias = 'claude-code-jane'""")
+    __import__("time").sleep(2)  # rotate: asks for keys issued before it, to the second
+    ws.write_roster([{"name": "jane", "rotate": iso(utcnow())}, {"name": "john"}])
+    assert "the new key starts with the old key's spend (12.5 so far)" in ws.run("plan").stdout
+    assert ws.run("apply").rc == 0
+    (jane,) = [k for k in litellm.managed() if k["key_alias"] == "claude-code-jane"]
+    assert jane["spend"] == 12.5 and jane["token"] == __import__("hashlib").sha256(
+        ws.decrypt("jane").encode()).hexdigest()
+
+    secret = ws.decrypt("john")
+    doc = yaml.safe_load(ws.roster.read_text())
+    doc["developers"] = [d for d in doc["developers"] if d["name"] != "john"]
+    doc["released"] = ["john"]
+    ws.roster.write_text(yaml.safe_dump(doc, sort_keys=False))
+    applied = ws.run("apply", "--allow-release", "john")
+    assert applied.rc == 0 and "john: release" in applied.stdout, applied.stdout + applied.stderr
+    (john,) = [k for k in litellm.keys() if k["key_alias"] == "claude-code-john"]
+    assert not {"managed_by", "roster_name", "roster_proof"} & set(john["metadata"] or {})
+    assert litellm.models_for(secret) == [OPUS, SONNET]
+    assert "managed_by" not in ((litellm.user("roster:john") or {}).get("metadata") or {})
+    assert ws.run("plan", "--detailed-exitcode").rc == 0

@@ -54,12 +54,18 @@ class Rotate(Change):
     revocation: bool = False  # rotate: asked for it (a lost laptop, a leak): the old key goes at once
     retiring_alias: str = ""  # what the old key is renamed to for its grace
     recipient_risk: str | None = None  # the new key goes to a recipient that already reads other keys
+    scheduled: bool = False  # due only to its age (keys.rotate_after): --allow-scheduled-rotations passes it
 
     def _data(self) -> dict[str, Any]:
         # The grace, not the instant it ends: a reviewed plan must mean the same when it is applied later.
         return {"after": self.desired.data, "old_token_prefix": self.old.token[:12], "old_alias": self.old.alias,
                 "old_key_kept_for": format_duration(self.grace) if self.retire_at else None,
-                **({"retiring_alias": self.retiring_alias} if self.retire_at else {})}
+                **({"retiring_alias": self.retiring_alias} if self.retire_at else {}),
+                **({"scheduled": True} if self.scheduled else {})}
+
+    @property
+    def takes_over(self) -> bool:
+        return not self.old.managed
 
     @property
     def risk(self) -> str | None:
@@ -69,11 +75,12 @@ class Rotate(Change):
 
     def details(self) -> list[str]:
         old = f"old key {self.old.token[:8]}… ({self.old.alias})"
+        spent = [f"the new key starts with the old key's spend ({self.old.spend:g} so far)"] if self.old.spend else []
         if self.retire_at:
             fate = f"kept until {iso(self.retire_at)} ({format_duration(self.grace)})"
         else:
             fate = f"revoked at once ({'rotate: is a revocation' if self.revocation else 'grace 0'})"
-        return [*_key_lines(self.desired), f"{old} {fate}"]
+        return [*_key_lines(self.desired), f"{old} {fate}", *spent]
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class Adopt(Change):
     desired: Desired = None  # type: ignore[assignment]
     key: LiveKey = None  # type: ignore[assignment]
     fields: tuple[tuple[str, Any, Any], ...] = ()  # (field, before, after): everything the adoption changes
+    takes_over = True
 
     def _data(self) -> dict[str, Any]:
         return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "user_id": self.key.user_id,
@@ -193,6 +201,27 @@ class RemoveFile(Change):
 
     def details(self) -> list[str]:
         return [self.path]
+
+
+@dataclass(frozen=True)
+class Release(Change):
+    """Let go of a managed key without deleting it (the roster's released:): the tool's marks and proof come off the
+    key and off its LiteLLM user, and its key file goes; the key keeps working, as a key made by hand would."""
+
+    kind, symbol = "release", "~"
+    key: LiveKey = None  # type: ignore[assignment]
+    remove_file: bool = False
+
+    def _data(self) -> dict[str, Any]:
+        return {"token_prefix": self.key.token[:12], "alias": self.key.alias, "remove_file": self.remove_file}
+
+    @property
+    def risk(self) -> str | None:
+        return "lets go of a managed key: it stays on the proxy, and the tool never rotates, expires or deletes it"
+
+    def details(self) -> list[str]:
+        gone = "marks and proof" + (" and key file" if self.remove_file else "")
+        return [key_label(self.key), f"the key keeps working; its {gone} go"]
 
 
 @dataclass(frozen=True)
@@ -374,8 +403,14 @@ def _due(roster: Roster, dev: Developer, want: Desired, key: LiveKey, file: KeyF
     issued = key.created_at
     if _rotation_requested(dev, key):
         return f"issued {iso(issued)}, before the rotation requested for {iso(dev.rotate)}"
-    if roster.keys.rotate_after is not None and issued is not None and now - issued >= roster.keys.rotate_after:
-        return f"older than {format_duration(roster.keys.rotate_after)}: issued {iso(issued)}"
+    return _aged(roster, key, now)
+
+
+def _aged(roster: Roster, key: LiveKey, now: datetime) -> str | None:
+    """The scheduled rotation: the key is older than keys.rotate_after."""
+    after, issued = roster.keys.rotate_after, key.created_at
+    if after is not None and issued is not None and now - issued >= after:
+        return f"older than {format_duration(after)}: issued {iso(issued)}"
     return None
 
 
@@ -468,7 +503,8 @@ def _developer_change(ctx: KeyContext, dev: Developer, want: Desired, key: LiveK
         file = replace(file, recipients=wanted)
     due = _rotation_reason(roster, dev, want, key, file, now, proofs=ctx.proofs)
     if due is not None:
-        return _rotate(roster, want, key, due[0], drop, now, revocation=due[1])
+        return _rotate(roster, want, key, due[0], drop, now, revocation=due[1],
+                       scheduled=due[0] == _aged(roster, key, now))
     fields = _proxy_fields(want, key, ctx.team_names)
     if key_standing(key, ctx.proofs)[0] is Standing.FIRST_USE:
         fields.append(("proof", "missing", "set"))
@@ -541,12 +577,12 @@ def _restore_problem(ctx: KeyContext, name: str, file: KeyFile) -> str | None:
 
 
 def _rotate(roster: Roster, want: Desired, old: LiveKey, reason: str, drop: tuple[str, ...], now: datetime, *,
-            revocation: bool = False) -> Rotate:
+            revocation: bool = False, scheduled: bool = False) -> Rotate:
     """The old key keeps working for keys.grace, unless this rotation is a revocation, the grace is 0, or the
     developer is disabled (a blocked key has no use for an overlap)."""
     grace = timedelta(0) if revocation or want.blocked else roster.keys.grace
     return Rotate(want.name, reason, desired=want, old=old, retire_at=now + grace if grace > timedelta(0) else None,
-                  drop=drop, grace=grace, revocation=revocation,
+                  drop=drop, grace=grace, revocation=revocation, scheduled=scheduled,
                   retiring_alias=roster.keys.retiring_alias_for(want.name))
 
 
@@ -654,7 +690,11 @@ def diff_keys(ctx: KeyContext, desired: dict[str, Desired], seen: Classified, fi
         if dev.name not in desired and dev.name not in current and selected(dev.name):
             warnings.append(f"{dev.name}: access expired {iso(dev.expires)}: no key is issued")
 
-    gone = {n: k for n, k in current.items() if n not in desired}
+    released = {n: k for n, k in current.items() if n in roster.released and n not in desired}
+    gone = {n: k for n, k in current.items() if n not in desired and n not in released}
+    changes.extend(Release(name, "listed in released: the tool lets go of the key without deleting it", key=key,
+                           remove_file=name in files and not files[name].problem)
+                   for name, key in sorted(released.items()) if selected(name))
     for name in sorted(set(gone) | {n for n in retiring if n not in desired}
                        | {k.roster_name for k in seen.extra_current if k.roster_name}):
         if not selected(name):
@@ -668,7 +708,7 @@ def diff_keys(ctx: KeyContext, desired: dict[str, Desired], seen: Classified, fi
         changes.extend(Delete(name, "a second current key for this developer", key=extra)
                        for extra in seen.extra_current if extra.roster_name == name)
     for name, file in sorted(files.items()):
-        if selected(name) and name not in desired and name not in gone:
+        if selected(name) and name not in desired and name not in gone and name not in released:
             if file.problem:
                 warnings.append(f"{file.path.name}: {file.problem}; left alone (the tool removes only its own files)")
             else:

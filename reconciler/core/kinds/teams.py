@@ -212,6 +212,7 @@ class AdoptTeam(UpdateTeam):
     """Take over a team made by hand that carries a roster team's name: it gains the marker and the settings."""
 
     kind = "adopt-team"
+    takes_over = True
 
     @property
     def risk(self) -> str | None:
