@@ -131,7 +131,7 @@ def test_no_checkout_keeps_credentials_unless_it_pushes():
 def test_zizmor_finds_nothing_high():
     zizmor = BIN / "zizmor"
     if not zizmor.exists():
-        pytest.skip("zizmor is in the lint extra: pip install -e '.[lint]'")
+        pytest.skip("zizmor is in the lint group: pip install --group lint")
     done = subprocess.run([str(zizmor), "--offline", "--format", "json", str(WORKFLOWS)], capture_output=True,
                           text=True, timeout=120)
     findings = json.loads(done.stdout or "[]")
