@@ -297,7 +297,10 @@ class Applier:
                 self.client.update({
                     "key": old.token, "key_alias": change.retiring_alias,
                     "metadata": self._key_metadata(want.name, old.token, base, retire_at=iso(change.retire_at)),
-                    "duration": _duration_until(change.retire_at, now), "user_id": want.user_id})
+                    "duration": _duration_until(change.retire_at, now), "user_id": want.user_id,
+                    # Closed at its spend: the remaining budget went to the new key with the spend, so the grace
+                    # cannot add a second one (the old key keeps working for what costs nothing).
+                    **({"max_budget": old.spend} if want.limits.max_budget is not None else {})})
             self._hook("after-retire", want.name)
 
         message = self._issue(want, before_register=retire_old, spend=old.spend)

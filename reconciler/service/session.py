@@ -340,19 +340,27 @@ class Session:
         raise CredentialError(f"apply needs the proxy's master key, but LITELLM_MASTER_KEY holds {what}; nothing "
                               f"was changed.{hint}")
 
-    def lock(self) -> Lock:
-        """One apply per proxy: a Lease where the roster uses Kubernetes, else a local lock file."""
+    def lock(self, *, on_proxy: bool = True) -> Lock:
+        """One apply per proxy: the lock kept on the proxy (adapters/proxylock.py), which every apply anywhere
+        takes, and this machine's: a Lease where the roster uses Kubernetes, else a local lock file."""
         from ..adapters.lock import FileLock, default_holder, lock_path
 
         kube = self.roster.kubernetes
         holder = default_holder(self.settings.actor)
+        local: Lock
         if self.kube_api is None or kube is None:
-            return FileLock(lock_path(self.proxy_url), holder)
-        from ..adapters.kube import LeaseLock
+            local = FileLock(lock_path(self.proxy_url), holder)
+        else:
+            from ..adapters.kube import LeaseLock
 
-        # Named for the Service (or URL), not the local port-forward address, which changes every run.
-        target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
-        return LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", holder)
+            # Named for the Service (or URL), not the local port-forward address, which changes every run.
+            target = hashlib.sha256(f"{kube.namespace}/{kube.service or self.proxy_url}".encode()).hexdigest()[:12]
+            local = LeaseLock(self.kube_api, kube.namespace, f"litellm-roster-{target}", holder)
+        if not on_proxy:
+            return local
+        from ..adapters.proxylock import BothLocks, ProxyLock
+
+        return BothLocks(local, ProxyLock(self.client, holder))
 
     def status_rows(self) -> tuple[list[Any], list[Any]]:
         """Key rows and team rows."""
@@ -447,10 +455,11 @@ def crash_seam() -> Callable[[str, str], None] | None:
 
 
 def force_unlock(roster: Roster, settings: Settings, lock_id: str) -> Any:
-    """Clear a dead apply's lock by its id: the Lease where the roster uses Kubernetes, else the local file."""
-    if roster.kubernetes is not None:
-        with Session.open(roster, settings, admin=False) as session:
-            return session.lock().force_unlock(lock_id)
+    """Clear a dead apply's lock by its id: the proxy's (with the master key), the Lease where the roster uses
+    Kubernetes, else the local file."""
+    if settings.master_key or roster.kubernetes is not None:
+        with Session.open(roster, settings, admin=bool(settings.master_key)) as session:
+            return session.lock(on_proxy=bool(settings.master_key)).force_unlock(lock_id)
     from ..adapters.lock import FileLock, lock_path
 
     if not settings.proxy_url:

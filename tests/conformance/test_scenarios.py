@@ -211,6 +211,15 @@ def test_a_rotation_carries_spend_over_and_a_released_key_keeps_working(real_wor
     assert jane["spend"] == 12.5 and jane["token"] == __import__("hashlib").sha256(
         ws.decrypt("jane").encode()).hexdigest()
 
+    # With a budget and a grace, the old key's budget closes at its spend: the grace adds no second budget.
+    moved = {"name": "jane", "recipient": ws.people["priya"].recipient, "max_budget": 50}
+    ws.write_roster([moved, {"name": "john"}], grace="1h")
+    assert "the old key's budget closes at its spend" in ws.run("plan").stdout
+    assert ws.run("apply").rc == 0
+    (old,) = [k for k in litellm.managed() if k["key_alias"] == "claude-code-jane--retiring"]
+    (new,) = [k for k in litellm.managed() if k["key_alias"] == "claude-code-jane"]
+    assert old["max_budget"] == old["spend"] == 12.5 and new["spend"] == 12.5 and new["max_budget"] == 50
+
     secret = ws.decrypt("john")
     doc = yaml.safe_load(ws.roster.read_text())
     doc["developers"] = [d for d in doc["developers"] if d["name"] != "john"]

@@ -306,3 +306,45 @@ def test_a_renamed_team_member_keeps_their_key(real_workspace, litellm):
     assert data["keys"] == ["claude-code-ada-lovelace", "claude-code-omar"]
     assert litellm.user("roster:ada") is None
     _converged(ws)
+
+
+def test_one_apply_per_proxy_wherever_it_runs(real_workspace, litellm):
+    """The lock kept on the proxy (a blocked team with a fixed id, made atomically by /team/new): an apply from another
+    machine (its own lock directory, so no local lock is shared) is refused while one holds it, an expired one is
+    taken over, force-unlock clears it, and a team of that id that is not the tool's is never touched."""
+    import time
+
+    from helpers import MASTER
+
+    from reconciler.adapters.litellm import LiteLLMClient
+    from reconciler.adapters.proxylock import LOCK_TEAM, ProxyLock
+
+    ws = real_workspace
+    ws.write_roster([{"name": "jane"}])
+    elsewhere = LiteLLMClient(litellm.url, MASTER)
+    theirs = ProxyLock(elsewhere, "ci@runner pid 1")
+    theirs.acquire()
+    assert theirs.available and theirs.held
+    refused = ws.run("apply")
+    assert refused.rc == 1 and f"another apply holds this proxy's lock (team {LOCK_TEAM}): ci@runner pid 1, lock " \
+        f"{theirs.id}" in refused.stderr, refused.stderr
+    assert not litellm.managed()  # nothing changed
+    assert "litellm-roster-lock" not in ws.run("plan").stdout  # the lock team is no roster team: plans ignore it
+    unlocked = ws.run("force-unlock", theirs.id)
+    assert unlocked.rc == 0 and f"removed lock {theirs.id} held by ci@runner pid 1" in unlocked.stdout
+    theirs._stop.set()
+    assert ws.run("apply").rc == 0 and litellm.managed()
+    assert litellm.http.get("/team/info", params={"team_id": LOCK_TEAM}).status_code != 200  # released
+
+    dead = ProxyLock(elsewhere, "laptop pid 2", ttl=1)
+    dead.acquire()
+    dead._stop.set()  # killed: no more renewals
+    time.sleep(1.5)
+    assert ws.run("apply").rc == 0  # the expired lock is taken over
+
+    litellm.http.post("/team/new", json={"team_id": LOCK_TEAM, "team_alias": "someone's"})
+    squatted = ws.run("apply")
+    assert squatted.rc == 1 and "is not this tool's lock; rename or delete it" in squatted.stderr
+    assert litellm.http.get("/team/info", params={"team_id": LOCK_TEAM}).json()["team_info"]["team_alias"] == \
+        "someone's"
+    elsewhere.close()

@@ -76,6 +76,8 @@ class Rotate(Change):
     def details(self) -> list[str]:
         old = f"old key {self.old.token[:8]}… ({self.old.alias})"
         spent = [f"the new key starts with the old key's spend ({self.old.spend:g} so far)"] if self.old.spend else []
+        if self.retire_at and self.desired.limits.max_budget is not None:
+            spent.append("the old key's budget closes at its spend: the grace adds no second budget")
         if self.retire_at:
             fate = f"kept until {iso(self.retire_at)} ({format_duration(self.grace)})"
         else:
