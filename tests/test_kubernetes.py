@@ -130,9 +130,9 @@ def test_stale_resource_version_conflicts(cluster, tmp_path):
     ("no kubeconfig", "error: no usable kubeconfig"),
     ("wrong context", "error: kubeconfig has no context 'staging'"),
     ("forbidden", "error: forbidden: may not get secrets in namespace ai (Secret urbalurba-secrets); grant it in "
-                  "the Role (see deploy/rbac.yaml)"),
+                  "the Role (see deploy/operator/rbac.yaml)"),
     ("missing secret", "error: Secret missing-secret: not found in namespace ai"),
-    ("missing key", "error: Secret ai/urbalurba-secrets has no key 'NOPE'; it has: LITELLM_PROXY_MASTER_KEY, OTHER"),
+    ("missing key", "error: Secret ai/urbalurba-secrets has no key 'NOPE'; check proxy.kubernetes.secret_key"),
     ("no ready pod", "error: Service ai/litellm has no ready pod (1 pod(s) match 'app=litellm'); is the proxy "
                      "running?"),
 ])
@@ -154,21 +154,17 @@ def test_clear_errors(workspace, sandbox, cluster, tmp_path, case, expected):
     assert sum(sandbox.counts.values()) == 0
 
 
-def test_deploy_manifests_grant_exactly_what_the_tool_uses():
+def test_the_operator_role_grants_exactly_what_the_tool_uses_by_name_where_it_can():
     from pathlib import Path
 
-    root = Path(__file__).parent.parent / "deploy"
-    docs = list(yaml.safe_load_all((root / "rbac.yaml").read_text()))
-    role = next(d for d in docs if d["kind"] == "Role")
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
-    assert granted == {("", "secrets", "get"), ("", "services", "get"), ("", "pods", "list"),
-                       ("", "pods/portforward", "create"),
-                       *{("coordination.k8s.io", "leases", v) for v in ("create", "get", "update", "delete")}}
-    cron = yaml.safe_load((root / "cronjob.yaml").read_text())
-    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert spec["serviceAccountName"] == "litellm-roster" and cron["spec"]["concurrencyPolicy"] == "Forbid"
-    assert spec["containers"][0]["args"][:2] == ["plan", "--detailed-exitcode"]
+    role = yaml.safe_load((Path(__file__).parent.parent / "deploy" / "operator" / "rbac.yaml").read_text())
+    granted = {(g, r, v, tuple(rule.get("resourceNames", ()))) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == {("", "secrets", "get", ("litellm-master-key",)), ("", "services", "get", ("litellm",)),
+                       ("", "pods", "list", ()), ("", "pods/portforward", "create", ()),
+                       ("coordination.k8s.io", "leases", "create", ()),
+                       *{("coordination.k8s.io", "leases", v, ("litellm-roster-LEASE",))
+                         for v in ("get", "update", "delete")}}
 
 
 def test_lease_create_forbidden_is_named_not_mistaken_for_a_held_lock(workspace, sandbox, cluster, tmp_path):

@@ -200,3 +200,14 @@ def test_non_admin_key_cannot_manage(proxy):
     assert r.status_code == 401 and "Only proxy admin" in r.json()["error"]["message"]
     listing = httpx.get(f"{proxy.sandbox.url}/key/list", headers={"Authorization": f"Bearer {out['key']}"})
     assert listing.status_code == 403
+
+
+def test_a_post_to_an_unknown_route_leaves_the_connection_usable(sandbox):
+    """LiteLLM's server reads a request's body even for a route it does not have; so must the sandbox, or the next
+    request on the same keep-alive connection starts inside the old body (a 400 in HTML)."""
+    import httpx
+    from helpers import MASTER
+
+    with httpx.Client(base_url=sandbox.url, headers={"Authorization": f"Bearer {MASTER}"}) as client:
+        assert client.post("/team/new", json={"team_id": "x" * 200}).status_code == 404
+        assert client.get("/model/info").status_code == 200

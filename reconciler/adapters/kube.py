@@ -59,7 +59,7 @@ def _call(what: str, verb: str, resource: str, namespace: str, fn: Callable[[], 
     except ApiException as exc:
         if exc.status == 403:
             message = (f"forbidden: may not {verb} {resource} in namespace {namespace} ({what}); grant it in the "
-                       "Role (see deploy/rbac.yaml)")
+                       "Role (see deploy/operator/rbac.yaml)")
         elif exc.status == 401:
             message = (f"the Kubernetes API refused the credentials ({what}); check the kubeconfig user or the "
                        "service account token")
@@ -83,7 +83,9 @@ def read_secret(api: Any, namespace: str, name: str, key: str) -> str:
                    lambda: client.CoreV1Api(api).read_namespaced_secret(name, namespace))
     data = secret.data or {}
     if key not in data:
-        raise KubeError(f"Secret {namespace}/{name} has no key {key!r}; it has: {', '.join(sorted(data)) or 'none'}")
+        # Not listing the keys it does have: the roster names the key, and a pull request must not learn a Secret's
+        # layout from the error.
+        raise KubeError(f"Secret {namespace}/{name} has no key {key!r}; check proxy.kubernetes.secret_key")
     return base64.b64decode(data[key]).decode("utf-8").strip()
 
 

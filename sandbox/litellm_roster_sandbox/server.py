@@ -214,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         handler = routes.get((method, route))
         if handler is None:
+            # The body is read even so: left unread, it would be taken for the next request on this connection.
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if any(r == route for _, r in routes):
                 return 405, {"detail": "Method Not Allowed"}
             return 404, {"detail": "Not Found"}
