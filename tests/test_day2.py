@@ -120,6 +120,7 @@ def test_a_terminal_asks_before_applying(workspace, sandbox):
     workspace.write_roster([{"name": "jane"}])
     rc, output = _on_a_terminal(workspace, "apply", answer="no")
     assert rc == 1 and "apply cancelled: nothing was changed" in output and not sandbox.store.rows
+    assert f"Apply these changes to {sandbox.url}? Only 'yes' is accepted" in output  # the question names the proxy
     rc, output = _on_a_terminal(workspace, "apply", answer="yes")
     assert rc == 0 and "Apply complete" in output and sandbox.store.rows
     workspace.write_roster([{"name": "jane"}, {"name": "john"}])
@@ -310,3 +311,19 @@ def test_a_released_key_keeps_working_and_is_forgotten(workspace, sandbox):
     assert not (ws.keys / "jane.sops.yaml").exists() and (ws.keys / "john.sops.yaml").exists()
     assert "managed_by" not in (sandbox.store.users["roster:jane"].get("metadata") or {})
     assert ws.run("plan", "--detailed-exitcode").rc == 0  # forgotten: nothing to do, nothing deleted
+
+
+def test_the_question_names_the_kubernetes_context():
+    from types import SimpleNamespace
+
+    from reconciler.cli.main import _target
+
+    def session(context, flag=None, api=True):
+        return SimpleNamespace(roster=SimpleNamespace(kubernetes=SimpleNamespace(context=context)),
+                               settings=SimpleNamespace(kube_context=flag), kube_api=object() if api else None,
+                               proxy_url="http://litellm.ai.svc:4000")
+
+    assert _target(session("prod")) == "http://litellm.ai.svc:4000 through Kubernetes context prod"
+    assert _target(session("prod", flag="staging")).endswith("through Kubernetes context staging")
+    assert _target(session(None)).endswith("through the current Kubernetes context")
+    assert _target(session("prod", api=False)) == "http://litellm.ai.svc:4000"

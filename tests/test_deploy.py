@@ -1,10 +1,11 @@
-"""deploy/: the Kubernetes base as shipped. Its manifests validate offline against Kubernetes' own schemas, the plan
-job needs and gets no Kubernetes API access, and its two containers' commands, run as written (the init container's
-clone, then the plan), see the whole roster repository: after an apply whose key files were committed, the shipped
-drift check finds nothing to do, where the old ConfigMap-only job reported every key as drift."""
+"""deploy/: the Kubernetes base, and its optional apply component, as shipped. The manifests validate offline
+against Kubernetes' own schemas, the jobs need and get no Kubernetes API access, and the containers' commands, run
+as written, see the whole roster repository: after an apply whose key files were committed, the drift check finds
+nothing to do (the old ConfigMap-only job reported every key as drift), and a refused push loses no key."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,11 +26,14 @@ def test_the_manifests_validate_against_kubernetes_schemas():
     if validate is None:
         pytest.skip("kubernetes-validate is in the lint group: pip install --group lint")
     base = sorted(str(p) for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
-    files = [*base, str(DEPLOY / "operator" / "rbac.yaml")]
+    component = sorted(str(p) for p in (DEPLOY / "apply").glob("*.yaml") if p.name != "kustomization.yaml")
+    files = [*base, *component, str(DEPLOY / "operator" / "rbac.yaml")]
     done = subprocess.run([validate, "--strict", *files], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.count("passed") == len(files), done.stdout + done.stderr
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(Path(f).name for f in base)
+    parts = yaml.safe_load((DEPLOY / "apply" / "kustomization.yaml").read_text())
+    assert parts["kind"] == "Component" and sorted(parts["resources"]) == sorted(Path(f).name for f in component)
 
 
 def test_the_plan_job_runs_with_least_privilege():
@@ -102,3 +106,64 @@ def test_the_shipped_plan_job_sees_the_whole_roster_repository(tmp_path, workspa
     assert workspace.run("apply").rc == 0
     push()  # what the apply workflow commits: keys/ and the audit trail
     assert run_job() == 0  # the whole repository, key files included: no drift
+
+
+def _in_pod(text: str, root: Path) -> str:
+    """A container's paths (/repo, /unpushed, /tmp) on the test's directories, in one pass."""
+    return re.sub(r"(?<![\w./-])/(repo|unpushed|tmp)\b", lambda m: str(root / m.group(1)), text)
+
+
+def test_the_apply_component_keeps_what_a_refused_push_would_lose(tmp_path, workspace, sandbox):
+    """The apply CronJob's commands as written: a push the repository refuses leaves the key files on the unpushed
+    volume and fails the job; the next run puts them back (same key, no rotation) and pushes them."""
+    cron = yaml.safe_load((DEPLOY / "apply" / "cronjob-apply.yaml").read_text())
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert {v["name"] for v in pod["volumes"]} >= {"unpushed"}
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    workspace.write_roster([{"name": "jane"}])
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(workspace.root)]
+    for args in (["init", "-q", "-b", "main"], ["add", "roster.yaml"], ["commit", "-q", "-m", "roster"],
+                 ["push", "-q", str(origin), "main"]):
+        subprocess.run([*git, *args], check=True)
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'refusing: protected branch' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    settings = {"repository": f"file://{origin}", "branch": "main", "proxy-url": sandbox.url, "environment": ""}
+    secrets = {"master-key": MASTER, "proof-key": PROOF_KEY}
+    unpushed = tmp_path / "unpushed"
+    unpushed.mkdir()
+
+    def env_of(container: dict, root: Path) -> dict[str, str]:
+        out = {"PATH": f"{BIN}:/usr/bin:/bin"}
+        for item in container.get("env", []):
+            source = item.get("valueFrom", {})
+            out[item["name"]] = settings[source["configMapKeyRef"]["key"]] if "configMapKeyRef" in source else \
+                secrets[source["secretKeyRef"]["key"]] if "secretKeyRef" in source else _in_pod(item["value"], root)
+        return out
+
+    def run_job() -> subprocess.CompletedProcess[str]:
+        root = tmp_path / f"pod-{len(list(tmp_path.glob('pod-*')))}"
+        for volume in ("repo", "tmp"):
+            (root / volume).mkdir(parents=True)
+        (root / "unpushed").symlink_to(unpushed)  # the claim outlives the pod
+        (clone,), (apply,) = pod["initContainers"], pod["containers"]
+        cloned = subprocess.run([*clone["command"], _in_pod(clone["args"][0], root)], env=env_of(clone, root),
+                                capture_output=True, text=True)
+        assert cloned.returncode == 0, cloned.stderr
+        done = subprocess.run([*apply["command"], _in_pod(apply["args"][0], root)], env=env_of(apply, root),
+                              capture_output=True, text=True)
+        workspace.outputs += [done.stdout, done.stderr]
+        return done
+
+    refused = run_job()
+    assert refused.returncode == 1 and "could not push the key files" in refused.stderr, refused.stderr
+    kept = yaml.safe_load((unpushed / "keys" / "jane.sops.yaml").read_text())["token_sha256"]
+    hook.unlink()
+    again = run_job()
+    assert again.returncode == 0 and "jane: recover-file" in again.stdout, again.stdout + again.stderr
+    assert "rotate" not in again.stdout.split("Plan:")[0] and len(sandbox.store.rows) == 1
+    pushed = subprocess.run(["git", "-C", str(origin), "show", "main:keys/jane.sops.yaml"], capture_output=True,
+                            text=True, check=True).stdout
+    assert yaml.safe_load(pushed)["token_sha256"] == kept and not (unpushed / "keys").exists()

@@ -158,7 +158,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     def planned(plan: Any) -> None:
         nonlocal progress
-        _confirm(args, plan, render(plan, "text", roster=_label(session), proxy_url=session.proxy_url, colour=colour))
+        _confirm(args, plan, render(plan, "text", roster=_label(session), proxy_url=session.proxy_url, colour=colour),
+                 _target(session))
         progress = Progress(len(plan.actions), out, err, enabled=sys.stderr.isatty())
 
     def finished(o: Any) -> None:
@@ -194,12 +195,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 1 if result.failed or result.conflicts else 0
 
 
-def _confirm(args: argparse.Namespace, plan: Any, text: str) -> None:
+def _target(session: Any) -> str:
+    """Where the changes go, as the question names it: the proxy, and the Kubernetes context that reaches it."""
+    kube = session.roster.kubernetes
+    context = session.settings.kube_context or (kube.context if kube is not None else None)
+    return session.proxy_url + (f" through Kubernetes context {context}" if session.kube_api is not None and context
+                                else " through the current Kubernetes context" if session.kube_api is not None
+                                else "")
+
+
+def _confirm(args: argparse.Namespace, plan: Any, text: str, target: str) -> None:
     """Show the plan; on a terminal, apply only after a typed yes (as terraform apply asks), unless --auto-approve."""
     out(text)
     if plan.empty or args.auto_approve or not (sys.stdin.isatty() and sys.stdout.isatty()):
         return
-    out(f"\nApply these changes? Only 'yes' is accepted ({plan.summary}): ")
+    out(f"\nApply these changes to {target}? Only 'yes' is accepted ({plan.summary}): ")
     try:
         answer = sys.stdin.readline().strip()
     except KeyboardInterrupt:
