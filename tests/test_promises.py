@@ -338,10 +338,11 @@ def test_the_tool_ships_no_sandbox():
     assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stdout + probe.stderr
     assert not (root / "reconciler" / "sandbox").exists()
     copies = [line for line in (root / "deploy" / "Dockerfile").read_text().splitlines() if line.startswith("COPY")]
-    assert copies == ["COPY pyproject.toml README.md ./", "COPY reconciler ./reconciler"]
+    assert copies == ["COPY requirements/image.txt ./requirements/image.txt",
+                      "COPY pyproject.toml README.md LICENSE ./", "COPY reconciler ./reconciler"]
     # and the build context itself holds nothing else: .dockerignore admits only those
     allowed = [line for line in (root / ".dockerignore").read_text().splitlines() if line.startswith("!")]
-    assert allowed == ["!pyproject.toml", "!README.md", "!reconciler"]
+    assert allowed == ["!pyproject.toml", "!README.md", "!LICENSE", "!requirements/image.txt", "!reconciler"]
 
 
 def test_every_flag_and_subcommand_has_help():

@@ -278,11 +278,12 @@ class Session:
         return [LiveKey.from_api(obj) for obj in self.client.list_keys()]
 
     def live_teams(self) -> list[LiveTeam]:
-        """Every team, and for the tool's own the members' budgets and spend (one /team/info each)."""
-        from ..core.kinds.teams import LiveTeam, classify_teams
+        """Every team, and for each that claims to be the tool's the members' budgets and spend (one /team/info
+        each). Which claims hold is the diff's to decide (kinds/teams.classify_teams, with the proofs), once."""
+        from ..core.kinds.teams import LiveTeam
 
         teams = [LiveTeam.from_api(obj) for obj in self.client.list_teams()]
-        ours = [t.team_id for t in classify_teams(teams).ours.values()]
+        ours = [t.team_id for t in teams if t.claims]
         if not ours:
             return teams
         with ThreadPoolExecutor(min(8, len(ours))) as pool:
@@ -387,6 +388,9 @@ class Session:
             raise ConfigError("--restore decrypts key files: give sops an admin identity in SOPS_AGE_KEY_FILE (or "
                               "SOPS_AGE_KEY), one of keys.admin_recipients")
         self.require_admin()
+        # Bad input is refused before anything is written, the proxy's lock included: the plan checks the models
+        # again under the lock, this is the one read more that keeps an unknown model from touching the proxy.
+        check_models(self.roster, self.catalog())
         lock = self.lock()
         lock.acquire(lock_timeout)
         try:
