@@ -300,6 +300,7 @@ def test_a_released_key_keeps_working_and_is_forgotten(workspace, sandbox):
     plan = ws.run("plan")
     assert "~   jane                     release: listed in released" in plan.stdout, plan.stdout
     assert "! jane: lets go of a managed key" in plan.stdout and "0 to delete" in plan.stdout
+    assert "1 key(s) to release from management (kept on the proxy)." in plan.stdout
     assert "delete-user" not in plan.stdout  # the user stays with the key (LiteLLM deletes a user's keys with it)
     braked = ws.run("apply")
     assert braked.rc == 4 and "--allow-release jane passes the releases alone" in braked.stderr

@@ -28,6 +28,7 @@ def test_files_a_push_lost_come_back_without_a_new_secret(workspace, sandbox, tm
     assert "2 to rotate" in workspace.run("plan").stdout  # without the artifact, both would get new secrets
     plan = workspace.run("plan", "--recover-from", str(artifact))
     assert plan.rc == 0 and plan.stdout.count("recover-file") == 2 and "0 to rotate" in plan.stdout, plan.stdout
+    assert "2 key file(s) an earlier apply could not push to put back." in plan.stdout
     applied = workspace.run("apply", "--recover-from", str(artifact))
     assert applied.rc == 0, applied.stdout + applied.stderr
     assert {n: workspace.decrypt(n) for n in ("jane", "john")} == secrets

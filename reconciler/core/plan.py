@@ -99,6 +99,10 @@ class Plan:
             text += f" {self.count('revoke')} key(s) the tool did not issue to revoke."
         if self.count("move-file"):
             text += f" {self.count('move-file')} key file(s) to move into keys of environment(s)."
+        if self.count("recover-file"):
+            text += f" {self.count('recover-file')} key file(s) an earlier apply could not push to put back."
+        if self.count("release"):
+            text += f" {self.count('release')} key(s) to release from management (kept on the proxy)."
         if self.count("conflict"):
             text += f" {self.count('conflict')} conflict(s) need a decision."
         return text
