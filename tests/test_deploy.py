@@ -55,78 +55,79 @@ def test_the_plan_job_runs_with_least_privilege():
     assert not list(DEPLOY.glob("*rbac*")) and "Role" not in (DEPLOY / "kustomization.yaml").read_text()
 
 
-def test_the_shipped_plan_job_sees_the_whole_roster_repository(tmp_path, workspace, sandbox):
-    """The CronJob's containers, run as written with the kustomization's settings pointed at a local repository
-    and the sandbox: drift is exit 2; once apply's key files are committed, the next run finds nothing to do."""
-    pod = _cronjob()["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    origin = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    workspace.write_roster([{"name": "jane"}])
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(workspace.root)]
-    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
-    subprocess.run([*git, "remote", "add", "origin", str(origin)], check=True)
-
-    def push() -> None:
-        subprocess.run([*git, "add", "-A", "roster.yaml", *(["keys"] if workspace.keys.exists() else [])],
-                       check=True)
-        subprocess.run([*git, "commit", "-q", "-m", "roster"], check=True)
-        subprocess.run([*git, "push", "-q", "origin", "main"], check=True)
-
-    settings = {"repository": f"file://{origin}", "branch": "main", "proxy-url": sandbox.url, "environment": ""}
-    secrets = {"viewer-key": MASTER, "proof-key": PROOF_KEY}
-
-    def env_of(container: dict, root: Path) -> dict[str, str]:
-        out = {"PATH": f"{BIN}:/usr/bin:/bin"}
-        for item in container.get("env", []):
-            source = item.get("valueFrom", {})
-            if "configMapKeyRef" in source:
-                out[item["name"]] = settings[source["configMapKeyRef"]["key"]]
-            elif "secretKeyRef" in source:
-                out[item["name"]] = secrets[source["secretKeyRef"]["key"]]
-            else:
-                out[item["name"]] = item["value"].replace("/tmp", str(root / "tmp"))
-        return out
-
-    def run_job() -> int:
-        root = tmp_path / f"pod-{len(list(tmp_path.glob('pod-*')))}"  # the pod's volumes, fresh for each run
-        for volume in ("repo", "tmp"):
-            (root / volume).mkdir(parents=True)
-        (clone,), (plan,) = pod["initContainers"], pod["containers"]
-        script = clone["args"][0].replace("/repo", str(root / "repo"))
-        cloned = subprocess.run([*clone["command"], script], env=env_of(clone, root), capture_output=True, text=True)
-        assert cloned.returncode == 0, cloned.stderr
-        args = [a.replace("/repo", str(root / "repo")) for a in plan["args"]]
-        done = subprocess.run([str(BIN / "reconcile"), *args], env=env_of(plan, root), capture_output=True,
-                              text=True, cwd=plan["workingDir"].replace("/repo", str(root / "repo")))
-        workspace.outputs += [done.stdout, done.stderr]
-        return done.returncode
-
-    push()
-    assert run_job() == 2  # jane has no key yet: drift
-    assert workspace.run("apply").rc == 0
-    push()  # what the apply workflow commits: keys/ and the audit trail
-    assert run_job() == 0  # the whole repository, key files included: no drift
-
-
 def _in_pod(text: str, root: Path) -> str:
     """A container's paths (/repo, /unpushed, /tmp) on the test's directories, in one pass."""
     return re.sub(r"(?<![\w./-])/(repo|unpushed|tmp)\b", lambda m: str(root / m.group(1)), text)
 
 
-def test_the_apply_component_keeps_what_a_refused_push_would_lose(tmp_path, workspace, sandbox):
-    """The apply CronJob's commands as written: a push the repository refuses leaves the key files on the unpushed
-    volume and fails the job; the next run puts them back (same key, no rotation) and pushes them."""
-    cron = yaml.safe_load((DEPLOY / "apply" / "cronjob-apply.yaml").read_text())
-    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is False
-    assert {v["name"] for v in pod["volumes"]} >= {"unpushed"}
+def _pod(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def _env(container: dict, root: Path, settings: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the manifest builds it, from the settings ConfigMap and the Secrets."""
+    out = {"PATH": f"{BIN}:/usr/bin:/bin"}
+    for item in container.get("env", []):
+        source = item.get("valueFrom", {})
+        out[item["name"]] = settings[source["configMapKeyRef"]["key"]] if "configMapKeyRef" in source else \
+            secrets[source["secretKeyRef"]["key"]] if "secretKeyRef" in source else _in_pod(item["value"], root)
+    return out
+
+
+def _run_pod(pod: dict, root: Path, settings: dict[str, str], secrets: dict[str, str]) -> subprocess.CompletedProcess:
+    """The init container's clone, then the main container, each as the manifest writes it, on fresh volumes."""
+    for volume in ("repo", "tmp"):
+        (root / volume).mkdir(parents=True)
+    (clone,), (main,) = pod["initContainers"], pod["containers"]
+    cloned = subprocess.run([*clone["command"], _in_pod(clone["args"][0], root)],
+                            env=_env(clone, root, settings, secrets), capture_output=True, text=True)
+    assert cloned.returncode == 0, cloned.stderr
+    command = main.get("command") or [str(BIN / "reconcile")]  # the image's entrypoint
+    return subprocess.run([*command, *(_in_pod(a, root) for a in main["args"])], capture_output=True, text=True,
+                          env=_env(main, root, settings, secrets), cwd=_in_pod(main.get("workingDir", "/tmp"), root))
+
+
+def _roster_origin(tmp_path: Path, workspace) -> tuple[Path, list[str]]:
+    """A bare repository holding jane's roster, and the git command of the workspace that pushes to it."""
     origin = tmp_path / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
     workspace.write_roster([{"name": "jane"}])
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(workspace.root)]
-    for args in (["init", "-q", "-b", "main"], ["add", "roster.yaml"], ["commit", "-q", "-m", "roster"],
-                 ["push", "-q", str(origin), "main"]):
+    for args in (["init", "-q", "-b", "main"], ["remote", "add", "origin", str(origin)], ["add", "roster.yaml"],
+                 ["commit", "-q", "-m", "roster"], ["push", "-q", "origin", "main"]):
         subprocess.run([*git, *args], check=True)
+    return origin, git
+
+
+def test_the_shipped_plan_job_sees_the_whole_roster_repository(tmp_path, workspace, sandbox):
+    """The CronJob's containers, run as written with the kustomization's settings pointed at a local repository
+    and the sandbox: drift is exit 2; once apply's key files are committed, the next run finds nothing to do."""
+    origin, git = _roster_origin(tmp_path, workspace)
+    settings = {"repository": f"file://{origin}", "branch": "main", "proxy-url": sandbox.url, "environment": ""}
+    secrets = {"viewer-key": MASTER, "proof-key": PROOF_KEY}
+
+    def run_job() -> int:
+        done = _run_pod(_pod(DEPLOY / "cronjob-plan.yaml"), tmp_path / f"pod-{len(list(tmp_path.glob('pod-*')))}",
+                        settings, secrets)
+        workspace.outputs += [done.stdout, done.stderr]
+        return done.returncode
+
+    assert run_job() == 2  # jane has no key yet: drift
+    assert workspace.run("apply").rc == 0
+    # What the apply workflow commits: keys/ and the audit trail.
+    for args in (["add", "-A", "keys", "audit.jsonl"], ["commit", "-q", "-m", "keys"],
+                 ["push", "-q", "origin", "main"]):
+        subprocess.run([*git, *args], check=True)
+    assert run_job() == 0  # the whole repository, key files included: no drift
+
+
+def test_the_apply_component_keeps_what_a_refused_push_would_lose(tmp_path, workspace, sandbox):
+    """The apply CronJob's commands as written: a push the repository refuses leaves the key files on the unpushed
+    volume and fails the job; the next run puts them back (same key, no rotation) and pushes them."""
+    pod = _pod(DEPLOY / "apply" / "cronjob-apply.yaml")
+    assert pod["automountServiceAccountToken"] is False
+    assert {v["name"] for v in pod["volumes"]} >= {"unpushed"}
+    origin, _ = _roster_origin(tmp_path, workspace)
     hook = origin / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'refusing: protected branch' >&2\nexit 1\n")
     hook.chmod(0o755)
@@ -135,25 +136,11 @@ def test_the_apply_component_keeps_what_a_refused_push_would_lose(tmp_path, work
     unpushed = tmp_path / "unpushed"
     unpushed.mkdir()
 
-    def env_of(container: dict, root: Path) -> dict[str, str]:
-        out = {"PATH": f"{BIN}:/usr/bin:/bin"}
-        for item in container.get("env", []):
-            source = item.get("valueFrom", {})
-            out[item["name"]] = settings[source["configMapKeyRef"]["key"]] if "configMapKeyRef" in source else \
-                secrets[source["secretKeyRef"]["key"]] if "secretKeyRef" in source else _in_pod(item["value"], root)
-        return out
-
     def run_job() -> subprocess.CompletedProcess[str]:
         root = tmp_path / f"pod-{len(list(tmp_path.glob('pod-*')))}"
-        for volume in ("repo", "tmp"):
-            (root / volume).mkdir(parents=True)
+        root.mkdir()
         (root / "unpushed").symlink_to(unpushed)  # the claim outlives the pod
-        (clone,), (apply,) = pod["initContainers"], pod["containers"]
-        cloned = subprocess.run([*clone["command"], _in_pod(clone["args"][0], root)], env=env_of(clone, root),
-                                capture_output=True, text=True)
-        assert cloned.returncode == 0, cloned.stderr
-        done = subprocess.run([*apply["command"], _in_pod(apply["args"][0], root)], env=env_of(apply, root),
-                              capture_output=True, text=True)
+        done = _run_pod(pod, root, settings, secrets)
         workspace.outputs += [done.stdout, done.stderr]
         return done
 

@@ -163,10 +163,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         progress = Progress(len(plan.actions), out, err, enabled=sys.stderr.isatty())
 
     def finished(o: Any) -> None:
-        result = paint("ok" if o.ok else "FAILED", "ok" if o.ok else "FAILED", colour)
-        pad = " " * (6 - len("ok" if o.ok else "FAILED"))
-        progress.line(f"{pad}{result}  {paint(f'{o.change.symbol:<3}', o.change.symbol, colour)} {o.change.name}: "
-                      f"{o.change.kind}" + (f": {o.message}" if o.message else "") + "\n", o.ok)
+        word = "ok" if o.ok else "FAILED"
+        progress.line(f"{' ' * (6 - len(word))}{paint(word, word, colour)}  "  # the padding outside the colour
+                      f"{paint(f'{o.change.symbol:<3}', o.change.symbol, colour)} {o.change.name}: {o.change.kind}"
+                      + (f": {o.message}" if o.message else "") + "\n", o.ok)
 
     with _session(args, admin=True) as session, _interruptible(stop) as caught, _on_github(args, session) as pull:
         if args.push_check:

@@ -202,10 +202,13 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
     changes += [c for c in team_changes if c.subject == "team" or (
         selected(c.name) and not (c.name in blocked_users and c.kind in ("join-team", "member-budget")))]
     warnings += team_warnings + recovery_warnings
-    sops = sops_config(desired) if options.only is None else records.sops_config  # --only: the others' rules stay
-    if records.sops_config is not None and sops != records.sops_config:
-        warnings.append(f"{roster.keys.delivery_dir}/{SOPS_CONFIG} differs from the roster's recipients: apply "
-                        "rewrites it (an admin's sops updatekeys follows it)")
+    sops = None  # the .sops.yaml apply writes; --only leaves the others' rules as they are
+    wanted = sops_config(desired) if options.only is None else records.sops_config
+    if wanted != records.sops_config and (desired or records.sops_config):
+        sops = wanted
+        if records.sops_config is not None:
+            warnings.append(f"{roster.keys.delivery_dir}/{SOPS_CONFIG} differs from the roster's recipients: apply "
+                            "rewrites it (an admin's sops updatekeys follows it)")
     changes, held = _hold_leaves(changes, live)
     warnings += held
     if options.no_delete:
@@ -223,7 +226,7 @@ def diff(roster: Roster, live: list[LiveKey], records: Records, now: datetime, *
                 fingerprint(relevant, seen_teams.relevant(roster), relevant_users), now,
                 tuple(expiring), len(seen.current), tuple(sorted(team_ids.items())), revoked=len(revoked),
                 proofs=proofs, environment=roster.environment, refusals=tuple(refusals),
-                sops_config=sops if sops != records.sops_config and (desired or records.sops_config) else None)
+                sops_config=sops)
 
 
 def _hold_leaves(changes: list[Change], live: list[LiveKey]) -> tuple[list[Change], list[str]]:

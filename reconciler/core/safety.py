@@ -41,8 +41,8 @@ class Brakes:
         share = min(x for x in (max_share if max_share is not None else cls.DEFAULT_SHARE, roster.keys.max_share)
                     if x is not None)
         counts = [x for x in (max_count, roster.keys.max_count) if x is not None]
-        return cls(share, min(counts) if counts else None, allow_deletes, allow_takeovers, allow_scheduled_rotations,
-                   allow_releases)
+        return cls(share, min(counts) if counts else None, allow_deletes=allow_deletes, allow_takeovers=allow_takeovers,
+                   allow_scheduled_rotations=allow_scheduled_rotations, allow_releases=allow_releases)
 
     def check(self, plan: Plan, *, force: bool = False) -> None:
         """Raise BrakeError naming the numbers when the plan would be stopped (problems), unless forced."""

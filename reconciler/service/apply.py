@@ -80,6 +80,11 @@ def _new_duration(moment: datetime | None, now: datetime) -> str:
     return _duration_until(moment, now) or "-1"
 
 
+def _still_holds(path: Path, name: str, token: str) -> bool:
+    """A regular file (no symlink followed) that still reads as the key file of this key: checked again at apply."""
+    return not path.is_symlink() and path.is_file() and read_key_file(name, path).token_sha256 == token
+
+
 class Applier:
     WORKERS = 8  # bounded: encryption runs on every core, and the proxy is not flooded
 
@@ -420,8 +425,7 @@ class Applier:
         source = self.directory / f"{change.former}{SUFFIX}" if change.former else \
             self.directory.parent / f"{change.name}{SUFFIX}"
         target = self.path_for(change.name)
-        if source.is_symlink() or not source.is_file() or \
-                read_key_file(change.former or change.name, source).token_sha256 != change.token:
+        if not _still_holds(source, change.former or change.name, change.token):
             raise ReconcileError(f"{source.name} changed since the plan; not moved (plan again)")
         content = source.read_bytes()
         if target.exists() and target.read_bytes() != content:
@@ -433,8 +437,7 @@ class Applier:
     def _recover_file(self, change: RecoverFile) -> str:
         """Checked again now: the file still holds the key the plan saw, whose committed file does not."""
         source = Path(change.source)
-        if source.is_symlink() or not source.is_file() or \
-                read_key_file(change.name, source).token_sha256 != change.token:
+        if not _still_holds(source, change.name, change.token):
             raise ReconcileError(f"{source} changed since the plan; not recovered (plan again)")
         write_atomic(self.path_for(change.name), source.read_bytes())
         return ""

@@ -245,20 +245,11 @@ class MoveFile(Change):
 
 
 @dataclass(frozen=True)
-class RecoverFile(Change):
+class RecoverFile(MoveFile):
     """A key file an earlier apply wrote but could not push back (its roster-keys artifact): it holds the developer's
-    live key, which the committed file does not, so it is put back instead of rotating the key again."""
+    live key, which the committed file does not, so it is copied back instead of rotating the key again."""
 
-    kind, symbol = "recover-file", "~"
-    source: str = ""
-    target: str = ""
-    token: str = ""
-
-    def _data(self) -> dict[str, Any]:
-        return {"from": self.source, "to": self.target, "token_prefix": self.token[:12]}
-
-    def details(self) -> list[str]:
-        return [f"{self.source} -> {self.target}"]
+    kind = "recover-file"
 
 
 def sops_config(desired: dict[str, Desired]) -> str:
